@@ -1,0 +1,5 @@
+import sys
+
+from al_tasks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,249 @@
+"""Featurize: text -> sparse TF-IDF vectors with Spark ML.
+
+Pipeline (one Spark ``PipelineModel``, fitted once on the whole corpus, labelled and
+unlabelled alike, and saved for reuse by every round and by the scorers)::
+
+    RegexTokenizer(text -> tokens)          lower-cased words of 2+ letters
+    StopWordsRemover(tokens -> words)       Spark's English list + CFPB redactions (xxxx)
+    HashingTF(words -> tf)                  num_features buckets, hashes the *filtered* words
+    IDF(tf -> tfidf)                        min_doc_freq
+    Normalizer(tfidf -> features, p=2)      unit length, so C means the same for short and long texts
+
+Features are written as Parquet keyed by ``id`` and stay sparse into scikit-learn
+(``scipy.sparse.csr_matrix``); they are never densified.
+
+A run is keyed by a fingerprint of the corpus file's bytes and the featurize settings:
+if ``<task_dir>/features/<fingerprint>/_SUCCESS`` exists, nothing is refitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import scipy.sparse as sp
+
+from al_tasks.config import LoopConfig
+
+#: Tokens the CFPB uses to redact personal data; frequent and meaningless.
+REDACTION_TOKENS = ["xx", "xxx", "xxxx", "xxxxxxxx"]
+#: Bump when the pipeline's stages change, so old fingerprints are not reused.
+PIPELINE_VERSION = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    """Where one featurized corpus lives.
+
+    Attributes
+    ----------
+    root : Path, ``<task_dir>/features/<fingerprint>``
+    fingerprint : str
+    num_features : int, width of every vector
+    n_docs : int
+    reused : bool, True when this call refitted nothing
+    seconds : float, wall time of this call
+    """
+
+    root: Path
+    fingerprint: str
+    num_features: int
+    n_docs: int
+    reused: bool = False
+    seconds: float = 0.0
+
+    @property
+    def features_path(self) -> Path:
+        return self.root / "features.parquet"
+
+    @property
+    def pipeline_path(self) -> Path:
+        return self.root / "pipeline"
+
+    @property
+    def docs_path(self) -> Path:
+        """Parquet (id, text) of every featurized document: query sets show the text."""
+        return self.root / "docs.parquet"
+
+    @classmethod
+    def load(cls, root: str | Path) -> "FeatureSet":
+        root = Path(root)
+        manifest = json.loads((root / "manifest.json").read_text())
+        return cls(root=root, fingerprint=manifest["fingerprint"], num_features=manifest["num_features"],
+                   n_docs=manifest["n_docs"], reused=True)
+
+    def ids(self) -> np.ndarray:
+        """All document ids, int64, in storage order."""
+        return pd.read_parquet(self.docs_path, columns=["id"])["id"].to_numpy(dtype=np.int64)
+
+    def texts(self, ids: np.ndarray | None = None) -> pd.DataFrame:
+        """DataFrame (id, text) for ``ids`` (all when None)."""
+        filters = None if ids is None else [("id", "in", list(map(int, ids)))]
+        return pd.read_parquet(self.docs_path, filters=filters)
+
+
+def build_pipeline(config: LoopConfig):
+    """The unfitted Spark ML ``Pipeline`` described in the module docstring."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import IDF, HashingTF, Normalizer, RegexTokenizer, StopWordsRemover
+
+    stop_words = StopWordsRemover.loadDefaultStopWords("english") + REDACTION_TOKENS
+    return Pipeline(
+        stages=[
+            RegexTokenizer(inputCol="text", outputCol="tokens", pattern="[a-z][a-z']+", gaps=False, toLowercase=True),
+            StopWordsRemover(inputCol="tokens", outputCol="words", stopWords=stop_words),
+            HashingTF(inputCol="words", outputCol="tf", numFeatures=config.num_features),
+            IDF(inputCol="tf", outputCol="tfidf", minDocFreq=config.min_doc_freq),
+            Normalizer(inputCol="tfidf", outputCol="features", p=2.0),
+        ]
+    )
+
+
+def fingerprint(corpus_path: str | Path, config: LoopConfig) -> str:
+    """sha256 over the corpus bytes and every setting that changes the features."""
+    digest = hashlib.sha256()
+    with open(corpus_path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    settings = {
+        "version": PIPELINE_VERSION,
+        "num_features": config.num_features,
+        "min_doc_freq": config.min_doc_freq,
+        "id_column": config.id_column,
+        "text_column": config.text_column,
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def featurize(config: LoopConfig, spark=None, *, corpus_path: str | Path | None = None, log=print) -> FeatureSet:
+    """Fit the pipeline on the corpus and write features, unless already done.
+
+    Returns the :class:`FeatureSet`. Rejected corpus rows are written beside the
+    features as ``rejects.csv`` (line, id, reason).
+    """
+    from al_tasks.corpus import read_corpus
+
+    started = time.perf_counter()
+    corpus_path = Path(corpus_path or config.corpus_path)
+    fp = fingerprint(corpus_path, config)
+    root = config.task_dir / "features" / fp
+    if (root / "_SUCCESS").exists():
+        fs = FeatureSet.load(root)
+        log(f"featurize: reusing {root} ({fs.n_docs} docs, fingerprint {fp})")
+        return dataclasses.replace(fs, seconds=time.perf_counter() - started)
+
+    corpus = read_corpus(corpus_path, config, with_labels=False)
+    log(f"featurize: {len(corpus)} docs from {corpus_path} ({len(corpus.rejects)} rejected rows)")
+    if root.exists():  # a half-written earlier attempt
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    corpus.rejects.to_csv(root / "rejects.csv", index=False)
+
+    from al_tasks.spark import spark_session
+
+    spark = spark or spark_session(config)
+    docs = spark.createDataFrame(corpus.docs[["id", "text"]])
+    n_partitions = max(2, spark.sparkContext.defaultParallelism * 2)
+    docs = docs.repartition(n_partitions)
+    model = build_pipeline(config).fit(docs)
+    model.write().overwrite().save(str(root / "pipeline"))
+    model.transform(docs).select("id", "features").write.mode("overwrite").parquet(str(root / "features.parquet"))
+    corpus.docs[["id", "text"]].to_parquet(root / "docs.parquet", index=False)
+    manifest = {
+        "fingerprint": fp,
+        "corpus_path": str(corpus_path),
+        "num_features": config.num_features,
+        "min_doc_freq": config.min_doc_freq,
+        "n_docs": len(corpus),
+        "n_rejected": len(corpus.rejects),
+        "pipeline_version": PIPELINE_VERSION,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (root / "_SUCCESS").touch()
+    seconds = time.perf_counter() - started
+    log(f"featurize: wrote {root} in {seconds:.1f}s ({len(corpus) / seconds:,.0f} docs/s)")
+    return FeatureSet(root=root, fingerprint=fp, num_features=config.num_features, n_docs=len(corpus), seconds=seconds)
+
+
+def vectors_to_csr(features: pa.Array | pa.ChunkedArray, num_features: int) -> sp.csr_matrix:
+    """Spark ML vectors (as Arrow struct<type,size,indices,values>) -> CSR, float32.
+
+    Sparse vectors (type 0) keep their indices; dense ones (type 1) are stored with
+    every position, which only happens for vectors Spark chose to densify.
+    """
+    if isinstance(features, pa.ChunkedArray):
+        features = features.combine_chunks()
+    kinds = features.field("type").to_numpy(zero_copy_only=False)
+    values = features.field("values")
+    indices = features.field("indices")
+    if len(features) and (kinds == 1).any():
+        rows = []
+        for kind, idx, val in zip(kinds, indices.to_pylist(), values.to_pylist()):
+            val = np.asarray(val, dtype=np.float32)
+            idx = np.arange(len(val)) if kind == 1 else np.asarray(idx)
+            nz = val != 0
+            rows.append(sp.csr_matrix((val[nz], idx[nz], [0, int(nz.sum())]), shape=(1, num_features)))
+        return sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, num_features), dtype=np.float32)
+    offsets = indices.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    data = pc.list_flatten(values).to_numpy().astype(np.float32, copy=False)
+    cols = pc.list_flatten(indices).to_numpy().astype(np.int32, copy=False)
+    return sp.csr_matrix((data, cols, offsets), shape=(len(features), num_features))
+
+
+def load_features(feature_set: FeatureSet, ids: np.ndarray | list | None = None) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Read features into memory, without Spark.
+
+    Parameters
+    ----------
+    ids : optional int64 ids to load, in that order; unknown ids raise ``KeyError``.
+
+    Returns
+    -------
+    (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
+    """
+    dataset = ds.dataset(str(feature_set.features_path), format="parquet")
+    if ids is None:
+        table = dataset.to_table(columns=["id", "features"])
+        return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), feature_set.num_features)
+    wanted = np.asarray(ids, dtype=np.int64)
+    table = dataset.to_table(columns=["id", "features"], filter=ds.field("id").isin(pa.array(np.unique(wanted))))
+    found = table.column("id").to_numpy()
+    position = pd.Series(np.arange(len(found)), index=found)
+    missing = np.setdiff1d(wanted, found)
+    if len(missing):
+        raise KeyError(f"{len(missing)} id(s) not in {feature_set.features_path}: {missing[:10].tolist()}")
+    X = vectors_to_csr(table.column("features"), feature_set.num_features)
+    return wanted, X[position.loc[wanted].to_numpy()]
+
+
+def transform_texts(pipeline_path: str | Path, docs: pd.DataFrame, spark=None, config: LoopConfig | None = None):
+    """Apply a saved pipeline to new documents (columns id, text) -> (ids, CSR)."""
+    from pyspark.ml import PipelineModel
+
+    from al_tasks.spark import spark_session
+
+    spark = spark or spark_session(config)
+    import tempfile
+
+    model = PipelineModel.load(str(pipeline_path))
+    num_features = model.stages[2].getNumFeatures()
+    if len(docs) == 0:
+        return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, num_features), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="al-transform-") as tmp:
+        # Through Parquet, because Arrow collection does not carry Spark's VectorUDT.
+        out = model.transform(spark.createDataFrame(docs[["id", "text"]])).select("id", "features")
+        out.write.parquet(tmp + "/features.parquet")
+        table = ds.dataset(tmp + "/features.parquet", format="parquet").to_table()
+    return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), num_features)
