@@ -81,14 +81,35 @@ class FeatureSet:
         return cls(root=root, fingerprint=manifest["fingerprint"], num_features=manifest["num_features"],
                    n_docs=manifest["n_docs"], reused=True)
 
+    @property
+    def additions_root(self) -> Path:
+        """Pool additions (new complaints featurized with the saved pipeline), one folder
+        per key (e.g. a date): ``additions/<key>/{features,docs}.parquet``."""
+        return self.root / "additions"
+
+    def addition_dirs(self) -> list[Path]:
+        if not self.additions_root.exists():
+            return []
+        return sorted(p for p in self.additions_root.iterdir() if (p / "_SUCCESS").exists())
+
+    def feature_paths(self) -> list[Path]:
+        """The corpus features plus every complete pool addition."""
+        return [self.features_path] + [p / "features.parquet" for p in self.addition_dirs()]
+
+    def docs_paths(self) -> list[Path]:
+        return [self.docs_path] + [p / "docs.parquet" for p in self.addition_dirs()]
+
+    def _docs_dataset(self) -> ds.Dataset:
+        return ds.dataset([ds.dataset(str(p), format="parquet") for p in self.docs_paths()])
+
     def ids(self) -> np.ndarray:
-        """All document ids, int64, in storage order."""
-        return pd.read_parquet(self.docs_path, columns=["id"])["id"].to_numpy(dtype=np.int64)
+        """All document ids (corpus and pool additions), int64."""
+        return self._docs_dataset().to_table(columns=["id"]).column("id").to_numpy()
 
     def texts(self, ids: np.ndarray | None = None) -> pd.DataFrame:
         """DataFrame (id, text) for ``ids`` (all when None)."""
-        filters = None if ids is None else [("id", "in", list(map(int, ids)))]
-        return pd.read_parquet(self.docs_path, filters=filters)
+        flt = None if ids is None else ds.field("id").isin(pa.array(np.asarray(ids, dtype=np.int64)))
+        return self._docs_dataset().to_table(filter=flt).to_pandas()
 
 
 def build_pipeline(config: LoopConfig):
@@ -213,7 +234,7 @@ def load_features(feature_set: FeatureSet, ids: np.ndarray | list | None = None)
     -------
     (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
     """
-    dataset = ds.dataset(str(feature_set.features_path), format="parquet")
+    dataset = ds.dataset([ds.dataset(str(p), format="parquet") for p in feature_set.feature_paths()])
     if ids is None:
         table = dataset.to_table(columns=["id", "features"])
         return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), feature_set.num_features)
@@ -228,8 +249,40 @@ def load_features(feature_set: FeatureSet, ids: np.ndarray | list | None = None)
     return wanted, X[position.loc[wanted].to_numpy()]
 
 
-def transform_texts(pipeline_path: str | Path, docs: pd.DataFrame, spark=None, config: LoopConfig | None = None):
-    """Apply a saved pipeline to new documents (columns id, text) -> (ids, CSR)."""
+def add_to_pool(feature_set: FeatureSet, key: str, docs: pd.DataFrame, spark=None,
+                config: LoopConfig | None = None) -> tuple[int, pd.DataFrame]:
+    """Featurize new documents with the saved pipeline and add them to the pool.
+
+    ``docs``: DataFrame (id int64, text str). The addition lives in
+    ``additions/<key>/`` and replaces whatever that key held before, so re-running a
+    date never duplicates pool rows. Ids already in the corpus or in another addition
+    are not added; they come back as rejects (id, reason).
+
+    Returns (rows added, rejects DataFrame).
+    """
+    target = feature_set.additions_root / key
+    if target.exists():
+        shutil.rmtree(target)  # replaced as a whole: idempotent re-runs
+    known = feature_set.ids()
+    docs = docs.drop_duplicates("id")
+    clash = np.isin(docs["id"].to_numpy(dtype=np.int64), known)
+    rejects = pd.DataFrame({"id": docs["id"].to_numpy()[clash], "reason": "id already in the pool or corpus"})
+    fresh = docs.loc[~clash, ["id", "text"]].reset_index(drop=True)
+    if fresh.empty:
+        return 0, rejects
+    target.mkdir(parents=True)
+    ids, X = transform_texts(feature_set.pipeline_path, fresh, spark=spark, config=config, keep_dir=target)
+    fresh.to_parquet(target / "docs.parquet", index=False)
+    (target / "_SUCCESS").touch()
+    return len(fresh), rejects
+
+
+def transform_texts(pipeline_path: str | Path, docs: pd.DataFrame, spark=None, config: LoopConfig | None = None,
+                    keep_dir: str | Path | None = None):
+    """Apply a saved pipeline to new documents (columns id, text) -> (ids, CSR).
+
+    With ``keep_dir``, the features also stay there as ``features.parquet``.
+    """
     from pyspark.ml import PipelineModel
 
     from al_tasks.spark import spark_session
@@ -243,7 +296,8 @@ def transform_texts(pipeline_path: str | Path, docs: pd.DataFrame, spark=None, c
         return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, num_features), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="al-transform-") as tmp:
         # Through Parquet, because Arrow collection does not carry Spark's VectorUDT.
+        out_dir = str(Path(keep_dir or tmp) / "features.parquet")
         out = model.transform(spark.createDataFrame(docs[["id", "text"]])).select("id", "features")
-        out.write.parquet(tmp + "/features.parquet")
-        table = ds.dataset(tmp + "/features.parquet", format="parquet").to_table()
+        out.write.mode("overwrite").parquet(out_dir)
+        table = ds.dataset(out_dir, format="parquet").to_table()
     return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), num_features)

@@ -271,7 +271,7 @@ def score_pool_top_k(
             names=["id", "predicted", "confidence", "score"],
         )
 
-    features = spark.read.schema(_feature_schema()).parquet(str(feature_set.features_path))
+    features = spark.read.schema(_feature_schema()).parquet(*[str(p) for p in feature_set.feature_paths()])
     pool = features.selectExpr("id", "features.indices AS indices", "features.values AS `values`")
     partials = pool.mapInArrow(
         partition_top_k, "id long, predicted int, confidence double, score double"

@@ -35,7 +35,7 @@ def train_round(config: LoopConfig, round_number: int, *, feature_set: FeatureSe
 
     workspace = TaskWorkspace(config)
     fs = feature_set or feature_set_for(config, log=log)
-    labelled, evaluation = workspace.labelled(), workspace.evaluation()
+    labelled, evaluation = workspace.labelled(before_round=round_number), workspace.evaluation()
     if len(labelled) == 0:
         raise ValueError(f"task {config.task!r} has no labels yet: seed it first (al seed ...)")
     if len(evaluation) == 0:
@@ -98,7 +98,7 @@ def query_round(
     fs = feature_set or feature_set_for(config, spark=spark, log=log)
     mlflow_client = client(config)
     model = mlflow.sklearn.load_model(f"models:/{config.model_name}/{model_version}")
-    labelled_ids = workspace.labelled()["id"].to_numpy()
+    labelled_ids = workspace.labelled(before_round=round_number)["id"].to_numpy()
     eval_ids = workspace.evaluation()["id"].to_numpy()
     result = query(
         fs, model, config, exclude_ids=np.concatenate([labelled_ids, eval_ids]), labelled_ids=labelled_ids,

@@ -51,10 +51,19 @@ class TaskWorkspace:
         return path
 
     # ------------------------------------------------------------------ label state
-    def labelled(self) -> pd.DataFrame:
-        """Training labels: DataFrame (id int64, label str), latest label per id."""
-        current = self.store.current()
-        return pd.DataFrame({"id": current["id"].astype("int64").to_numpy(), "label": current["label"].astype(str).to_numpy()})
+    def labelled(self, before_round: int | None = None) -> pd.DataFrame:
+        """Training labels: DataFrame (id int64, label str), latest label per id.
+
+        ``before_round=n`` keeps labels ingested before round n (the seed is round 0,
+        the answers to round n's query set are round n), so re-running an old round
+        sees exactly the labels it saw the first time.
+        """
+        history = self.store.history()
+        if before_round is not None and len(history):
+            history = history[history["round"].astype("int64") < before_round]
+        latest = history.drop_duplicates("id", keep="last") if len(history) else history
+        return pd.DataFrame({"id": latest["id"].astype("int64").to_numpy() if len(latest) else np.zeros(0, np.int64),
+                             "label": latest["label"].astype(str).to_numpy() if len(latest) else np.zeros(0, object)})
 
     def evaluation(self) -> pd.DataFrame:
         """The fixed evaluation set: DataFrame (id int64, label str); empty if none yet."""
