@@ -42,8 +42,12 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _base(self) -> LogisticRegression:
+        if self.penalty not in ("l1", "l2"):
+            raise ValueError(f"penalty={self.penalty!r}: expected 'l1' or 'l2'")
+        # scikit-learn >= 1.8 spells the penalty as l1_ratio (0 = l2, 1 = l1).
         return LogisticRegression(
-            solver="liblinear", C=self.C, penalty=self.penalty, class_weight=self.class_weight,
+            solver="liblinear", C=self.C, l1_ratio=1.0 if self.penalty == "l1" else 0.0,
+            class_weight=self.class_weight,
             random_state=self.random_state, max_iter=1000,
         )
 

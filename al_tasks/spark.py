@@ -29,6 +29,7 @@ def spark_session(config: LoopConfig | None = None, app_name: str = "active-lear
         .config("spark.driver.bindAddress", driver_host)
         .config("spark.driver.memory", config.spark_driver_memory)
         .config("spark.ui.enabled", os.environ.get("AL_SPARK_UI", "0") == "1")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(config.spark_shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "5000")

@@ -27,6 +27,9 @@ from al_tasks.config import LoopConfig
 # MLflow's own chatter (alembic migrations, registry notices) is not our progress log.
 for _name in ("alembic", "mlflow"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# Models are pickled (cloudpickle) because skops cannot load our own estimator class
+# without trusting it; MLflow's generic warning about that is noise in every round.
+logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
 
 
 def client(config: LoopConfig):
