@@ -43,14 +43,20 @@ def client(config: LoopConfig):
     return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
 
 
-def experiment_id(config: LoopConfig) -> str:
+def experiment_id(config: LoopConfig, name: str | None = None) -> str:
+    """Id of experiment ``name`` (default ``config.experiment_name``), created if needed.
+
+    With the SQLite default, artifacts go to ``<workspace>/mlartifacts`` rather than
+    wherever the process happens to run.
+    """
+    name = name or config.experiment_name
     mlflow_client = client(config)
-    experiment = mlflow_client.get_experiment_by_name(config.experiment_name)
+    experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     artifacts = Path(config.workspace).resolve() / "mlartifacts"
     location = artifacts.as_uri() if config.tracking_uri.startswith("sqlite") else None
-    return mlflow_client.create_experiment(config.experiment_name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location)
 
 
 def log_round(
