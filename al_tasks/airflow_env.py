@@ -182,15 +182,15 @@ def airflow_environment(settings: AirflowSettings, base: Mapping[str, str] | Non
     home = Path(settings.home).resolve()
     shared = _home_secrets(home)
     env = dict(os.environ if base is None else base)
-    # A developer's own Airflow settings must not leak into this deployment.
-    for key in [k for k in env if k.startswith("AIRFLOW__") or k.startswith("AIRFLOW_CONN_")]:
+    # A developer's own Airflow settings must not leak into this deployment; their
+    # AIRFLOW_CONN_* connections do pass (e.g. AIRFLOW_CONN_AL_ALERT_WEBHOOK for alerts).
+    for key in [k for k in env if k.startswith("AIRFLOW__")]:
         del env[key]
     env.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(Path(settings.dags_folder).resolve()),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(settings.plugins_folder).resolve()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         # A new DAG is unpaused: a run triggered through the API must start by itself.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         # SQLite works with the LocalExecutor in Airflow 3 (it is what `airflow standalone` uses).
@@ -280,19 +280,41 @@ class ManagedProcess:
             return ""
         return "\n".join(text[-lines:])
 
+    def group_members(self) -> list:
+        """The live processes of this process group (psutil handles)."""
+        import psutil
+
+        members = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == self.process.pid:
+                    members.append(proc)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return members
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM to the whole group (the component and every child it forked), then
-        SIGKILL after ``timeout``. Idempotent."""
+        SIGKILL to whatever of it is left after ``timeout``. Idempotent."""
+        import psutil
+
+        # Taken before signalling: psutil handles remember each process's start time,
+        # so a leftover is killed only if it is still that same process.
+        members = self.group_members() if self.process.poll() is None else []
         if self.process.poll() is None:
             _signal_group(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)  # the leader lives: the group is ours
+                self.process.wait(timeout=10)
+        # Children (task processes, Spark JVMs) may outlive the leader.
+        for proc in members:
+            try:
+                if proc.is_running():
+                    proc.kill()
+            except psutil.Error:
                 pass
-        # Children (task processes, Spark JVMs) may outlive the leader: end the group.
-        _signal_group(self.process.pid, signal.SIGKILL)
-        if self.process.poll() is None:
-            self.process.wait(timeout=10)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -451,9 +473,10 @@ class AirflowApi:
     def import_errors(self) -> list[dict]:
         return self.get("/api/v2/importErrors").get("import_errors", [])
 
-    def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 180, components: AirflowComponents | None = None
-                     ) -> dict:
-        """Until the dag-processor has parsed ``dag_id``; raises with the import errors."""
+    def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 180, components: AirflowComponents | None = None,
+                     dag_file: str = "active_learning_loop") -> dict:
+        """Until the dag-processor has parsed ``dag_id``; raises with the import errors of
+        ``<dags folder>/<dag_file>.py``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if components is not None:
@@ -463,7 +486,8 @@ class AirflowApi:
             except AirflowError as exc:
                 if "HTTP 404" not in str(exc):
                     raise
-            errors = self.import_errors()
+            # Only errors of this DAG's own file matter; other DAG files may be broken.
+            errors = [e for e in self.import_errors() if str(e.get("filename", "")).endswith(f"{dag_file}.py")]
             if errors:
                 details = "\n".join(f"{e.get('filename')}:\n{e.get('stack_trace')}" for e in errors)
                 raise AirflowError(f"DAG {dag_id!r} did not load:\n{details}")

@@ -87,14 +87,19 @@ def upload_seed(client: Any, bucket: str, task: str, labels: Path, evaluation: P
 
 # --- simulated labeller -------------------------------------------------------------------
 class LabellerThread(threading.Thread):
-    """The simulated labeller (``al_tasks.simulate.run_once``) polling the outbox."""
+    """The simulated labeller (``al_tasks.simulate.run_once``) polling the outbox.
+
+    ``delay_seconds``: answer a query set only this long after it appeared, as a person
+    would (the DAG's sensor is then seen waiting, deferred, in the UI).
+    """
 
     def __init__(self, client: Any, config: LoopConfig, *, poll_seconds: float = 3.0, noise: float = 0.0,
-                 echo: Callable[[str], None] = _say) -> None:
+                 delay_seconds: float = 0.0, echo: Callable[[str], None] = _say) -> None:
         super().__init__(name="simulated-labeller", daemon=True)
         from al_tasks.simulate import load_truth
 
         self.client, self.config, self.poll_seconds, self.noise, self.echo = client, config, poll_seconds, noise, echo
+        self.delay_seconds = delay_seconds
         self.truth = load_truth(config.corpus_path, id_column=config.id_column, label_column=config.label_column,
                                 positive_class=config.positive_class)
         self.stopping = threading.Event()
@@ -105,7 +110,8 @@ class LabellerThread(threading.Thread):
 
         while not self.stopping.is_set():
             try:
-                run_once(self.client, self.config, self.truth, noise=self.noise, wait_for_delay=False,
+                run_once(self.client, self.config, self.truth, noise=self.noise, delay_seconds=self.delay_seconds,
+                         wait_for_delay=False,
                          echo=lambda line: self.echo(f"labeller: {line}"))
             except Exception as exc:  # keep polling: S3 may be briefly unavailable
                 self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -193,6 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-evals", type=int, default=32, help="hyperopt evaluations per round (default 32)")
     parser.add_argument("--batch-size", type=int, default=100, help="labels asked for per round (default 100)")
     parser.add_argument("--noise", type=float, default=0.0, help="fraction of wrong labels the labeller gives")
+    parser.add_argument("--label-delay", type=float, default=15.0,
+                        help="seconds the simulated labeller takes to answer a query set (default 15)")
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--s3-port", type=int, default=8333)
     parser.add_argument("--mlflow-port", type=int, default=5000)
@@ -236,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # stopping the rest matters more
                 print(f"warning: while stopping: {exc}", file=sys.stderr)
 
-    # SIGTERM (e.g. from a CI timeout) stops cleanly too, like Ctrl-C.
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT for
+    # background jobs; SIGTERM (e.g. from a CI timeout) does the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         _say(f"starting SeaweedFS on {config.s3_endpoint_url} (bucket {DEMO_BUCKET!r})")
@@ -282,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"S3 bucket:  {config.s3_endpoint_url}/{DEMO_BUCKET}  (AWS_ACCESS_KEY_ID={access_key} "
              f"AWS_SECRET_ACCESS_KEY={secret_key})")
 
-        labeller = LabellerThread(client, config, noise=args.noise)
+        labeller = LabellerThread(client, config, noise=args.noise, delay_seconds=args.label_delay)
         labeller.start()
         stack.append(labeller.stop)
         _say(f"simulated labeller watching s3://{DEMO_BUCKET}/{config.outbox_prefix}/{task}/; "
-             "waiting for rounds (a round takes a minute or two)")
+             "waiting for rounds (a few minutes each; the first also featurizes the corpus)")
         statuses = follow_loop(api, max_rounds=args.rounds, timeout=args.timeout_minutes * 60,
                                check=components.check_running)
         ok = all(s["status"] != "failed" for s in statuses)
@@ -307,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if stack:
             _say("stopping everything the demo started")
-        stop_everything()
+            stop_everything()
+            _say("stopped")
 
 
 if __name__ == "__main__":
