@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -212,12 +213,14 @@ def _jsonl_to_csv(path: Path, out: Path, config: LoopConfig) -> tuple[Path, np.n
 
 # --- landing ----------------------------------------------------------------------------------
 def _matches_day(relative: str, day: dt.date) -> bool:
-    """``<D>*.ext``, ``<D>/...`` or ``date=<D>/...`` (relative to the landing root)."""
+    """``<D>[-_.]*.ext``, ``<D>/...`` or ``date=<D>/...`` (relative to the landing root)."""
     iso = day.isoformat()
-    head = relative.split("/", 1)[0]
-    return is_complaint_file(relative) and (
-        head in {iso, f"date={iso}"} if "/" in relative else head.startswith(iso)
-    )
+    if not is_complaint_file(relative):
+        return False
+    if "/" in relative:
+        return relative.split("/", 1)[0] in {iso, f"date={iso}"}
+    # 2019-02-19.csv, 2019-02-19-part2.csv.gz; not 2019-02-190.csv
+    return relative.startswith(iso) and not relative[len(iso):len(iso) + 1].isdigit()
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -260,11 +263,14 @@ def landing_files(landing: str, day: dt.date, *, s3_client=None, download_dir: s
     root = Path(landing)
     if not root.is_dir():
         raise FileNotFoundError(f"landing folder {root} does not exist")
-    found = []
-    for path in root.rglob("*"):
+    iso = day.isoformat()
+    # Only where a day's files can be: a landing folder holds years of them.
+    candidates = [*root.glob(f"{iso}*"), *(root / iso).rglob("*"), *(root / f"date={iso}").rglob("*")]
+    found = set()
+    for path in candidates:
         relative = path.relative_to(root).as_posix()
         if path.is_file() and _matches_day(relative, day):
-            found.append((relative, path))
+            found.add((relative, path))
     return sorted(found)
 
 
@@ -299,7 +305,8 @@ def stage_day(config: LoopConfig, day: str | dt.date, *, landing: str | None = N
     day = parse_day(day)
     landing = landing or default_landing(config)
     out = staged_dir(config, day)
-    files = landing_files(landing, day, s3_client=s3_client, download_dir=config.task_dir / "landing_cache" / f"date={day}")
+    files = landing_files(landing, day, s3_client=s3_client,
+                          download_dir=config.task_dir / "landing_cache" / f"date={day}")
     frames, reject_frames = [], []
     for name, path in files:
         try:
@@ -341,8 +348,57 @@ def _empty_rejects() -> pd.DataFrame:
 
 
 # --- scoring ----------------------------------------------------------------------------------
+#: MLflow error codes that mean "there is no such registered model / alias" (not an outage).
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+class ModelCache:
+    """The model under a registry alias, looked up again on every :meth:`get`.
+
+    A lookup is one registry query; the model itself (``models:/<name>/<version>``, by
+    version so a promotion between lookup and load cannot mix versions) is loaded only
+    when the alias moved. A backfill over many days or a stream of micro-batches thus
+    follows promotions without reloading the model for every day or batch.
+
+    ``get()`` returns (model, version str), or (None, None) when no model is registered
+    under the alias. Any other registry error (e.g. a tracking server that is down) is
+    raised: that must fail the run, not silently skip scoring.
+    """
+
+    def __init__(self, config: LoopConfig, alias: str = "champion"):
+        self.config = config
+        self.alias = alias
+        self.model = None
+        self.version: str | None = None
+
+    def lookup(self) -> str | None:
+        """The version the alias points to now, or None if there is none."""
+        from mlflow.exceptions import MlflowException
+
+        from al_tasks.tracking import client
+
+        try:
+            found = client(self.config).get_model_version_by_alias(self.config.model_name, self.alias)
+        except MlflowException as exc:
+            if exc.error_code in _NOT_FOUND_CODES:
+                return None
+            raise
+        return str(found.version)
+
+    def get(self):
+        import mlflow.sklearn
+
+        version = self.lookup()
+        if version is None:
+            return None, None
+        if version != self.version:
+            self.model = mlflow.sklearn.load_model(f"models:/{self.config.model_name}/{version}")
+            self.version = version
+        return self.model, self.version
+
+
 def score_day(config: LoopConfig, day: str | dt.date, *, alias: str = "champion", spark=None,
-              log: Log = print) -> dict:
+              models: ModelCache | None = None, log: Log = print) -> dict:
     """Score, flag and pool the staged complaints of ``day`` (run :func:`stage_day` first).
 
     With a model under ``alias``: featurize with the task's saved pipeline, score, flag
@@ -351,15 +407,14 @@ def score_day(config: LoopConfig, day: str | dt.date, *, alias: str = "champion"
     the pool and write no lists. A day without landing files loses any earlier outputs.
 
     ``spark``: a SparkSession, created on demand when None (and left running: the
-    caller that owns it stops it).
+    caller that owns it stops it). ``models``: a :class:`ModelCache` for ``alias`` to
+    share across days (one is made when None).
 
     Returns (JSON-able) ``{"date", "scored" (bool), "message", "alias", "model_version"
     (str or None), "n_files", "n_docs", "n_scored", "n_escalated", "n_review", "n_both",
     "n_pool_added", "n_pool_rejected", "n_rejected", "outputs" (folder or None), "seconds"}``.
     """
-    from al_tasks.featurize import add_to_pool, featurize, transform_texts
-    from al_tasks.flag import flag
-    from al_tasks.tracking import load_model
+    from al_tasks.featurize import FeatureSet, add_to_pool, featurize, fingerprint
 
     started = time.perf_counter()
     day = parse_day(day)
@@ -372,39 +427,70 @@ def score_day(config: LoopConfig, day: str | dt.date, *, alias: str = "champion"
                           keep_default_na=False)
     summary = {"date": day.isoformat(), "scored": False, "message": "", "alias": alias, "model_version": None,
                "n_files": manifest["n_files"], "n_docs": int(len(docs)), "n_scored": 0, "n_escalated": 0,
-               "n_review": 0, "n_both": 0, "n_pool_added": 0, "n_pool_rejected": 0, "n_rejected": int(len(rejects)), "outputs": str(scored_dir(config, day))}
+               "n_review": 0, "n_both": 0, "n_pool_added": 0, "n_pool_rejected": 0,
+               "n_rejected": int(len(rejects)), "outputs": str(scored_dir(config, day))}
 
     def _spark():
         from al_tasks.spark import spark_session
 
         return spark or spark_session(config)
 
-    # The saved pipeline lives with the task's feature set; reused unless the corpus changed.
-    fs = featurize(config, _spark() if not _featurized(config) else spark, log=log)
     if manifest["n_files"] == 0:
         # Nothing landed: drop what an earlier run of this day left, so a re-run is exact.
-        add_to_pool(fs, pool_key(day), docs[["id", "text"]], spark=spark, config=config)
+        # (Checked without loading anything: long backfills are mostly empty days.)
+        features_root = config.task_dir / "features" / fingerprint(config.corpus_path, config)
+        if (features_root / "additions" / pool_key(day)).exists():
+            add_to_pool(FeatureSet.load(features_root), pool_key(day), docs[["id", "text"]], spark=spark, config=config)
         shutil.rmtree(scored_dir(config, day), ignore_errors=True)
         summary.update(message=f"no landing files for {day}: nothing scored, nothing added to the pool",
                        outputs=None, seconds=round(time.perf_counter() - started, 2))
         log(f"score {day}: {summary['message']}")
         return summary
 
-    model, version = load_model(config, alias)
+    # The saved pipeline lives with the task's feature set; reused unless the corpus changed.
+    fs = featurize(config, _spark() if not _featurized(config) else spark, log=log)
+    models = models if models is not None and models.alias == alias else ModelCache(config, alias)
+    model, version = models.get()
     out = _fresh_dir(scored_dir(config, day))
+    try:
+        summary = _score_into(out, config, day, docs, rejects, fs, model, version, alias, summary, spark=spark,
+                              get_spark=_spark)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # the day's previous outputs stay as they were
+        raise
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _swap_in(out, scored_dir(config, day))
+    log(f"score {day}: {summary['message']}; {summary['n_pool_added']} added to the pool, "
+        f"{summary['n_rejected']} rejected rows")
+    return summary
+
+
+def _score_into(out: Path, config: LoopConfig, day: dt.date, docs: pd.DataFrame, rejects: pd.DataFrame, fs,
+                model, version: str | None, alias: str, summary: dict, *, spark, get_spark) -> dict:
+    """score_day's work once the model is known: lists and rejects into ``out``, pool addition."""
+    import scipy.sparse as sp
+
+    from al_tasks.featurize import add_to_pool, transform_texts
+    from al_tasks.flag import flag
+
+    summary = dict(summary)
     if model is None:
         pool_docs = docs
         summary["message"] = (f"NOTHING WAS SCORED for {day}: no model is registered under alias {alias!r} of "
                               f"{config.model_name!r}; {len(docs)} complaints go to the pool unscored")
     else:
-        ids, X = transform_texts(fs.pipeline_path, docs[["id", "text"]], spark=_spark(), config=config)
+        if len(docs):
+            ids, X = transform_texts(fs.pipeline_path, docs[["id", "text"]], spark=get_spark(), config=config)
+        else:  # every row was rejected: nothing for Spark to do
+            ids, X = np.zeros(0, np.int64), sp.csr_matrix((0, fs.num_features), dtype=np.float32)
         flags = flag(model, X, ids, config)
         scored = docs.merge(flags, on="id", how="inner", validate="one_to_one")
         scored = scored.assign(date=day.isoformat(), model_name=config.model_name, model_alias=alias,
                                model_version=str(version))
         escalate = scored[scored["escalate"]].sort_values(["p_escalation", "id"], ascending=[False, True])
         review = scored[scored["review"]].sort_values(["uncertainty", "id"], ascending=[False, True])
-        pool_docs = scored.loc[~scored["escalate"].to_numpy()]
+        pool_docs = scored.loc[~scored["escalate"].to_numpy(dtype=bool)]
         scored.to_parquet(out / "scored.parquet", index=False)
         (out / "escalate.csv").write_bytes(people_csv_bytes(escalate, LIST_COLUMNS))
         (out / "review.csv").write_bytes(people_csv_bytes(review, LIST_COLUMNS))
@@ -413,8 +499,9 @@ def score_day(config: LoopConfig, day: str | dt.date, *, alias: str = "champion"
                        n_both=int((scored["escalate"] & scored["review"]).sum()),
                        message=(f"scored {len(scored)} complaints of {day} with {config.model_name} v{version} "
                                 f"(@{alias}): {len(escalate)} escalated, {len(review)} to review"))
+    # Replaces the day's earlier addition as a whole: a re-run never duplicates pool rows.
     added, pool_rejects = add_to_pool(fs, pool_key(day), pool_docs[["id", "text"]].reset_index(drop=True),
-                                      spark=_spark() if len(pool_docs) else spark, config=config)
+                                      spark=get_spark() if len(pool_docs) else spark, config=config)
     if len(pool_rejects):
         where = pool_docs.set_index("id").loc[pool_rejects["id"].to_numpy()]
         rejects = pd.concat([rejects, pd.DataFrame({
@@ -422,11 +509,7 @@ def score_day(config: LoopConfig, day: str | dt.date, *, alias: str = "champion"
             "id": pool_rejects["id"].astype(str).to_numpy(), "reason": pool_rejects["reason"].to_numpy(),
             "stage": "pool"})], ignore_index=True)
     rejects.to_csv(out / "rejects.csv", index=False)
-    summary.update(n_pool_added=int(added), n_pool_rejected=int(len(pool_rejects)),
-                   n_rejected=int(len(rejects)), seconds=round(time.perf_counter() - started, 2))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _swap_in(out, scored_dir(config, day))
-    log(f"score {day}: {summary['message']}; {added} added to the pool, {len(rejects)} rejected rows")
+    summary.update(n_pool_added=int(added), n_pool_rejected=int(len(pool_rejects)), n_rejected=int(len(rejects)))
     return summary
 
 
@@ -495,10 +578,10 @@ def stop_spark_if_started():
 
 
 def ingest_day(config: LoopConfig, day: str | dt.date, *, landing: str | None = None, alias: str = "champion",
-               spark=None, s3_client=None, log: Log = print) -> dict:
+               spark=None, s3_client=None, models: ModelCache | None = None, log: Log = print) -> dict:
     """:func:`stage_day` then :func:`score_day`; returns score_day's summary plus ``files``."""
     staged = stage_day(config, day, landing=landing, s3_client=s3_client, log=log)
-    return {**score_day(config, day, alias=alias, spark=spark, log=log), "files": staged["files"]}
+    return {**score_day(config, day, alias=alias, spark=spark, models=models, log=log), "files": staged["files"]}
 
 
 def run_days(config: LoopConfig, start: str | dt.date, end: str | dt.date | None = None, *,
@@ -506,12 +589,15 @@ def run_days(config: LoopConfig, start: str | dt.date, end: str | dt.date | None
     """:func:`ingest_day` for every day from ``start`` to ``end`` inclusive, in order.
 
     One SparkSession serves the whole range and is stopped at the end if this call
-    started it. Returns the per-day summaries.
+    started it; the model is loaded once per version the alias points to. Returns the
+    per-day summaries.
     """
     results = []
+    models = ModelCache(config, alias)
     with stop_spark_if_started():
         for day in day_range(start, end):
-            results.append(ingest_day(config, day, landing=landing, alias=alias, s3_client=s3_client, log=log))
+            results.append(ingest_day(config, day, landing=landing, alias=alias, s3_client=s3_client,
+                                      models=models, log=log))
     return results
 
 
@@ -570,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--date", help="first day, YYYY-MM-DD")
     parser.add_argument("--to", help="last day (inclusive); default: --date")
-    parser.add_argument("--landing", help="folder or s3://bucket/prefix of CFPB-format files (default <workspace>/landing)")
+    parser.add_argument("--landing",
+                        help="folder or s3://bucket/prefix of CFPB-format files (default <workspace>/landing)")
     parser.add_argument("--alias", default="champion", help="registry alias of the model to score with")
     parser.add_argument("--workspace")
     parser.add_argument("--task")
@@ -592,20 +679,24 @@ def config_from_args(args) -> LoopConfig:
         if not sep:
             raise ConfigError(f"--set {item!r}: expected name=value")
         overrides[key.strip()] = value
-    for name in ("workspace", "task", "corpus_path", "escalation_class", "escalation_probability", "review_uncertainty"):
+    for name in ("workspace", "task", "corpus_path", "escalation_class", "escalation_probability",
+                 "review_uncertainty"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     return LoopConfig.from_env().with_overrides(overrides)
 
 
 def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    # Progress on stderr: stdout carries the result (``--json`` output stays parseable).
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     from al_tasks.tracking import disable_mlflow_telemetry
 
     disable_mlflow_telemetry()
+    # PySpark warns on every pandas conversion that pandas 3 is newer than it knows; it works.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
@@ -636,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(results)} day(s), {sum(1 for r in results if r['n_files'])} with files: "
               + ", ".join(f"{k[2:]}={v}" for k, v in totals.items()))
         if unscored:
-            print(f"NOTHING WAS SCORED on {len(unscored)} day(s) ({unscored[0]} ...): no model under alias {args.alias!r}")
+            print(f"NOTHING WAS SCORED on {len(unscored)} day(s) ({unscored[0]} ...): "
+                  f"no model under alias {args.alias!r}")
     return 0
 
 

@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 from al_tasks.config import ConfigError, LoopConfig
-from al_tasks.daily import (DATE_COLUMN, REJECT_COLUMNS, is_complaint_file, people_csv_bytes,
+from al_tasks.daily import (DATE_COLUMN, REJECT_COLUMNS, ModelCache, is_complaint_file, people_csv_bytes,
                             read_complaint_file)
 
 Log = Callable[[str], None]
@@ -94,7 +94,7 @@ class BatchScorer:
 
     Attributes
     ----------
-    model_version : str or None, the version that scored the last batch
+    model_version : str or None, the version loaded now (that scored the last batch)
     batches : list of dict, the summary of every batch this object ran (also on disk)
     """
 
@@ -105,38 +105,48 @@ class BatchScorer:
         self.pipeline_path = str(pipeline_path)
         self.alias = alias
         self.log = log
-        self.model = None
-        self.model_version: str | None = None
+        self.models = ModelCache(config, alias)
         self.batches: list[dict] = []
         self._pipeline = None
         self._num_features = None
+
+    @property
+    def model_version(self) -> str | None:
+        return self.models.version
 
     # --- model -----------------------------------------------------------------------------
     def current_model(self):
         """(model, version) under the alias now; reloads only when the version changed.
 
-        If the registry cannot be asked (or the alias was removed), the model already
-        loaded keeps scoring; with none loaded it raises ``RuntimeError``.
+        If the registry cannot be asked or the alias was removed, the model already
+        loaded keeps scoring (the service should not stop for a registry hiccup); with
+        none loaded it raises ``RuntimeError``.
         """
-        import mlflow.sklearn
-
-        from al_tasks.tracking import client
-
+        previous = (self.models.model, self.models.version)
         try:
-            version = str(client(self.config).get_model_version_by_alias(self.config.model_name, self.alias).version)
-        except Exception as exc:  # MlflowException (no alias) or a registry outage
-            if self.model is None:
+            model, version = self.models.get()
+        except Exception as exc:  # registry unreachable
+            model, version = None, None
+            self.log(f"stream: alias lookup failed ({exc})")
+        if model is None:
+            if previous[0] is None:
                 raise RuntimeError(f"no model under alias {self.alias!r} of {self.config.model_name!r}: "
-                                   f"run an active-learning round first ({exc})") from exc
-            self.log(f"stream: alias lookup failed ({exc}); keeping v{self.model_version}")
-            return self.model, self.model_version
-        if version != self.model_version:
-            model = mlflow.sklearn.load_model(f"models:/{self.config.model_name}/{version}")
-            self.check_thresholds(model)
-            if self.model_version is not None:
-                self.log(f"stream: {self.config.model_name}@{self.alias} moved v{self.model_version} -> v{version}")
-            self.model, self.model_version = model, version
-        return self.model, self.model_version
+                                   "run an active-learning round first")
+            self.log(f"stream: keeping v{previous[1]}")
+            self.models.model, self.models.version = previous
+            return previous
+        if version != previous[1]:
+            try:
+                self.check_thresholds(model)
+            except ValueError:
+                self.models.model, self.models.version = previous  # keep scoring with the last good one
+                if previous[0] is None:
+                    raise
+                self.log(f"stream: v{version} does not fit the thresholds; keeping v{previous[1]}")
+                return previous
+            if previous[1] is not None:
+                self.log(f"stream: {self.config.model_name}@{self.alias} moved v{previous[1]} -> v{version}")
+        return model, version
 
     def check_thresholds(self, model) -> None:
         """Raise ``ValueError`` when the flag thresholds cannot work with ``model``
@@ -237,7 +247,8 @@ class BatchScorer:
              "line": np.zeros(0, np.int64), DATE_COLUMN: pd.Series([], dtype="str")})
         dup = docs["id"].duplicated(keep="first").to_numpy()
         if dup.any():
-            reject_frames.append(pd.DataFrame({"file": docs["file"].to_numpy()[dup], "line": docs["line"].to_numpy()[dup],
+            reject_frames.append(pd.DataFrame({"file": docs["file"].to_numpy()[dup],
+                                               "line": docs["line"].to_numpy()[dup],
                                                "id": docs["id"].astype(str).to_numpy()[dup],
                                                "reason": "duplicate id in the batch (first occurrence kept)",
                                                "stage": "read"}))
@@ -373,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="folder new complaint files are dropped into")
     parser.add_argument("--output", required=True, help="folder of the escalation/review lists")
-    parser.add_argument("--checkpoint", required=True, help="Spark checkpoint folder (keep it: it is the exactly-once record)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="Spark checkpoint folder (keep it: it is the exactly-once record)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--available-now", action="store_true", help="process what is there, then exit")
     mode.add_argument("--once", action="store_true", help="synonym of --available-now (Trigger.Once is deprecated)")
@@ -392,33 +404,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from al_tasks.daily import config_from_args
+    from al_tasks.daily import config_from_args, stop_spark_if_started
     from al_tasks.tracking import disable_mlflow_telemetry
 
     disable_mlflow_telemetry()
+    # PySpark warns on every pandas conversion that pandas 3 is newer than it knows; it works.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     args = build_parser().parse_args(argv)
 
     def log(message: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+        # Progress on stderr; stdout carries the final JSON summary.
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    spark = None
     try:
         config = config_from_args(args)
-        from al_tasks.spark import spark_session
+        # Stops the session at the end unless one was already running (a caller's).
+        with stop_spark_if_started():
+            from al_tasks.spark import spark_session
 
-        spark = spark_session(config, app_name="al-stream")
-        result = run_stream(config, args.source, args.output, args.checkpoint,
-                            available_now=args.available_now or args.once, processing_time=args.processing_time,
-                            alias=args.alias, max_files_per_trigger=args.max_files_per_trigger,
-                            grace_seconds=args.grace_seconds, spark=spark, log=log)
+            result = run_stream(config, args.source, args.output, args.checkpoint,
+                                available_now=args.available_now or args.once, processing_time=args.processing_time,
+                                alias=args.alias, max_files_per_trigger=args.max_files_per_trigger,
+                                grace_seconds=args.grace_seconds, spark=spark_session(config, app_name="al-stream"),
+                                log=log)
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if spark is not None:
-            spark.stop()
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
     return 0
 
 
