@@ -38,8 +38,16 @@ def client(config: LoopConfig):
     from mlflow import MlflowClient
 
     Path(config.workspace).mkdir(parents=True, exist_ok=True)
+    # mlflow.set_*_uri also write MLFLOW_*_URI into os.environ, which LoopConfig reads as
+    # the user's choice: keep the environment as the user left it.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
 
 

@@ -1,0 +1,76 @@
+"""``python -m bench``: run the benchmarks, write bench/results/ and the README tables.
+
+    python -m bench                      # both, full size (~1 h on 2 cores)
+    python -m bench --only label         # label efficiency only
+    python -m bench --only throughput    # throughput and memory only
+    python -m bench --quick              # small sizes, a few minutes; results to <workdir>/results-quick
+
+Scratch (feature stores, synthetic corpora, the MLflow DB) goes to ``--workdir``
+(default /tmp/al-bench, or $AL_BENCH_WORKDIR), never into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from bench.common import BENCH_DIR, DEFAULT_WORKDIR, RESULTS_DIR, machine_info, replace_section, say
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["label", "throughput"], help="run one benchmark")
+    parser.add_argument("--quick", action="store_true", help="small sizes; results go to <workdir>/results-quick")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="scratch directory (default %(default)s)")
+    parser.add_argument("--results", type=Path, help=f"results directory (default {RESULTS_DIR})")
+    parser.add_argument("--seeds", type=int, help="label efficiency: number of seeds (0..n-1)")
+    parser.add_argument("--max-evals", type=int, help="label efficiency: hyperopt trials per tune")
+    parser.add_argument("--rounds", type=int, help="label efficiency: query rounds after the seed labels")
+    parser.add_argument("--workers", type=int, help="label efficiency: chains run concurrently")
+    parser.add_argument("--no-mlflow", action="store_true", help="label efficiency: do not log to MLflow")
+    parser.add_argument("--sizes", type=str, help="throughput: comma-separated pool sizes (default 100000,1000000)")
+    args = parser.parse_args(argv)
+
+    from bench import label_efficiency, throughput
+
+    results = args.results or (args.workdir / "results-quick" if args.quick else RESULTS_DIR)
+    # The README's tables are regenerated only from full runs into the committed results.
+    readme = BENCH_DIR / "README.md" if results.resolve() == RESULTS_DIR.resolve() else None
+    started = time.perf_counter()
+    if args.only in (None, "label"):
+        settings = label_efficiency.QUICK if args.quick else label_efficiency.LabelSettings()
+        changes = {}
+        if args.seeds:
+            changes["seeds"] = tuple(range(args.seeds))
+        for name in ("max_evals", "rounds", "workers"):
+            if getattr(args, name):
+                changes[name] = getattr(args, name)
+        if args.no_mlflow:
+            changes["mlflow"] = False
+        settings = dataclasses.replace(settings, **changes)
+        say(f"== label efficiency: {settings}")
+        label_efficiency.run(settings, workdir=args.workdir, results_dir=results, readme=readme)
+    if args.only in (None, "throughput"):
+        settings = throughput.QUICK if args.quick else throughput.ThroughputSettings()
+        if args.sizes:
+            settings = dataclasses.replace(settings, sizes=tuple(int(s) for s in args.sizes.split(",")))
+        say(f"== throughput: {settings}")
+        throughput.run(settings, workdir=args.workdir, results_dir=results, readme=readme)
+    if readme is not None:
+        info = machine_info()
+        versions = ", ".join(f"{k} {info[k]}" for k in ("pyspark", "scikit-learn", "modAL-python", "hyperopt",
+                                                         "mlflow", "pandas", "pyarrow", "numpy", "scipy") if k in info)
+        replace_section(readme, "machine", (
+            f"{info['nproc']} cores ({info['cpu']}), {info['memory_gib']} GiB memory, {info['os']}; "
+            f"Python {info['python']}, {info['java']}; {versions}. Spark local[2], driver memory 4g "
+            f"(LoopConfig defaults otherwise)."))
+    say(f"== all done in {(time.perf_counter() - started) / 60:.1f} min; results in {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
