@@ -81,7 +81,9 @@ def conf(scoring_task) -> dict:  # noqa: F811
     """Run params: the task's settings and its landing folder."""
     config = scoring_task.config
     return {"landing": str(scoring_task.landing), "workspace": config.workspace, "task": config.task,
-            "corpus_path": config.corpus_path, "positive_class": POSITIVE, "escalation_class": POSITIVE}
+            "corpus_path": config.corpus_path, "positive_class": POSITIVE, "escalation_class": POSITIVE,
+            # Not a declared param: run conf still reaches LoopConfig (dag_run_conf_overrides_params).
+            "mlflow_tracking_uri": config.mlflow_tracking_uri}
 
 
 def run_day(dag, config, day: str, conf: dict) -> dict:
@@ -118,7 +120,9 @@ def backfill(dag, conf, scoring_task, seaweedfs) -> dict:  # noqa: F811
     # The plain CLI (day 2, the one with bad rows): the same function, the same outputs.
     assert daily_cli(["--date", BACKFILL[1], "--to", BACKFILL[1], "--landing", conf["landing"],
                       "--workspace", config.workspace, "--task", config.task, "--corpus", config.corpus_path,
-                      "--set", f"positive_class={POSITIVE}", "--escalation-class", POSITIVE]) == 0
+                      "--set", f"positive_class={POSITIVE}",
+                      "--set", f"mlflow_tracking_uri={config.mlflow_tracking_uri}",
+                      "--escalation-class", POSITIVE]) == 0
     result["cli"] = {BACKFILL[1]: snapshot(config, BACKFILL[1])}
     from al_tasks.daily import pool_additions
 

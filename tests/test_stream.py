@@ -65,8 +65,11 @@ def build_task(base: Path, spark, *, days=DAYS, train: bool = True, bad_rows_day
     frame.sample(n=CORPUS_DOCS, random_state=0).to_csv(corpus_path, index=False)
     if bad_rows_day:
         _append_bad_rows(landing / f"{bad_rows_day}.csv", bad_rows_day)
+    workspace = (base / "workspace").resolve()
     config = LoopConfig(
-        workspace=str(base / "workspace"), task="debt", corpus_path=str(corpus_path), positive_class=POSITIVE,
+        workspace=str(workspace), task="debt", corpus_path=str(corpus_path), positive_class=POSITIVE,
+        # Explicit: MLFLOW_TRACKING_URI left in the environment by another test must not win.
+        mlflow_tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}",
         escalation_class=POSITIVE, spark_master="local[2]", spark_driver_memory="2g", max_evals=3,
         # C in [e, e^4]: a tiny search still finds a model whose probabilities spread out.
         log_c_low=1.0, log_c_high=4.0,
@@ -322,6 +325,7 @@ def test_cli_service_stops_cleanly_on_sigterm(task, tmp_path, spark, capsys):
     argv = ["--source", str(source), "--output", str(output), "--checkpoint", str(tmp_path / "checkpoint"),
             "--processing-time", "1 second", "--workspace", task.config.workspace, "--task", task.config.task,
             "--corpus", task.config.corpus_path, "--set", f"positive_class={POSITIVE}",
+            "--set", f"mlflow_tracking_uri={task.config.mlflow_tracking_uri}",
             "--escalation-class", POSITIVE, "--review-uncertainty", "0.45"]
     failures = []
     previous_handler = signal.getsignal(signal.SIGTERM)
