@@ -78,6 +78,11 @@ def test_one_round_end_to_end(airflow_in_process, seaweedfs, small_corpus, webho
     client = seaweedfs.client()
     config = setup.config(corpus_path=str(small_corpus))
     assert config.task == TASK and config.bucket == seaweedfs.bucket
+    # The SeaweedFS server is shared by the session (the e2e test uses the same task):
+    # start from an empty task folder in every prefix.
+    for prefix in ("seed", "outbox", "inbox", "processed", "rejects"):
+        for key in s3.list_keys(client, setup.bucket, f"{prefix}/{TASK}/"):
+            client.delete_object(Bucket=setup.bucket, Key=key)
 
     # Seed: 230 random labels plus a separate random evaluation file of 300.
     labels, evaluation = sample_seed_files(config, setup.workspace.parent / "seed", size=230, eval_size=300)
