@@ -292,6 +292,27 @@ def _date_rejects(docs: pd.DataFrame, day: dt.date) -> np.ndarray:
     return reasons
 
 
+def read_complaint_files(named_paths, config: LoopConfig) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Read several complaint files: (all docs concatenated, one rejects frame per file).
+
+    A file that cannot be read at all (no id/narrative column, broken CSV) becomes one
+    reject line; the other files still go through.
+    """
+    frames, reject_frames = [], []
+    for name, path in named_paths:
+        try:
+            docs, rejects = read_complaint_file(path, config, name=name)
+            frames.append(docs)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            rejects = pd.DataFrame({"file": [name], "line": [0], "id": [""],
+                                    "reason": [f"file not readable: {exc}"], "stage": ["read"]})
+        reject_frames.append(rejects)
+    docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {"id": np.zeros(0, np.int64), "text": pd.Series([], dtype="str"), "file": pd.Series([], dtype="str"),
+         "line": np.zeros(0, np.int64), DATE_COLUMN: pd.Series([], dtype="str")})
+    return docs, reject_frames
+
+
 def stage_day(config: LoopConfig, day: str | dt.date, *, landing: str | None = None, s3_client=None,
               log: Log = print) -> dict:
     """Read and check ``day``'s landing files; write them to ``staged/date=<day>/``. No Spark.
@@ -307,22 +328,7 @@ def stage_day(config: LoopConfig, day: str | dt.date, *, landing: str | None = N
     out = staged_dir(config, day)
     files = landing_files(landing, day, s3_client=s3_client,
                           download_dir=config.task_dir / "landing_cache" / f"date={day}")
-    frames, reject_frames = [], []
-    for name, path in files:
-        try:
-            docs, rejects = read_complaint_file(path, config, name=name)
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-            # A file that cannot be read at all (no id/narrative column, broken CSV) is one
-            # reject line; the day's other files still go through.
-            rejects = pd.DataFrame({"file": [name], "line": [0], "id": [""], "reason": [f"file not readable: {exc}"],
-                                    "stage": ["read"]})
-            docs = None
-        if docs is not None:
-            frames.append(docs)
-        reject_frames.append(rejects)
-    docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        {"id": np.zeros(0, np.int64), "text": pd.Series([], dtype="str"), "file": pd.Series([], dtype="str"),
-         "line": np.zeros(0, np.int64), DATE_COLUMN: pd.Series([], dtype="str")})
+    docs, reject_frames = read_complaint_files(((name, path) for name, path in files), config)
     reasons = _date_rejects(docs, day)
     reasons[(reasons == "") & docs["id"].duplicated(keep="first").to_numpy()] = "duplicate id (first occurrence kept)"
     late = reasons != ""

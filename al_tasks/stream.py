@@ -67,7 +67,7 @@ import pandas as pd
 
 from al_tasks.config import ConfigError, LoopConfig
 from al_tasks.daily import (DATE_COLUMN, REJECT_COLUMNS, ModelCache, is_complaint_file, people_csv_bytes,
-                            read_complaint_file)
+                            read_complaint_files)
 
 Log = Callable[[str], None]
 
@@ -224,8 +224,8 @@ class BatchScorer:
 
         An id seen twice in the batch is kept once (first file in path order wins).
         """
-        frames, reject_frames = [], []
         with tempfile.TemporaryDirectory(prefix="al-stream-files-") as tmp:
+            named_paths = []
             for number, (path, content) in enumerate(sorted(files)):
                 base = path.rsplit("/", 1)[-1]
                 if not is_complaint_file(base):
@@ -233,18 +233,8 @@ class BatchScorer:
                 # Same suffix, so the reader picks the same format (and gzip).
                 local = Path(tmp) / f"{number:05d}-{base}"
                 local.write_bytes(content)
-                try:
-                    docs, rejects = read_complaint_file(local, self.config, name=path)
-                except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-                    rejects = pd.DataFrame({"file": [path], "line": [0], "id": [""],
-                                            "reason": [f"file not readable: {exc}"], "stage": ["read"]})
-                    docs = None
-                if docs is not None:
-                    frames.append(docs)
-                reject_frames.append(rejects)
-        docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            {"id": np.zeros(0, np.int64), "text": pd.Series([], dtype="str"), "file": pd.Series([], dtype="str"),
-             "line": np.zeros(0, np.int64), DATE_COLUMN: pd.Series([], dtype="str")})
+                named_paths.append((path, local))
+            docs, reject_frames = read_complaint_files(named_paths, self.config)
         dup = docs["id"].duplicated(keep="first").to_numpy()
         if dup.any():
             reject_frames.append(pd.DataFrame({"file": docs["file"].to_numpy()[dup],
