@@ -1,26 +1,43 @@
-"""One typed configuration object for the whole loop.
+"""One typed configuration object for the whole product: :class:`LoopConfig`.
 
-Every setting has a documented default, can be overridden by an environment variable
-(``AL_<FIELD NAME IN UPPER CASE>``, e.g. ``AL_BATCH_SIZE=200``) and, inside Airflow,
-by a DAG Param of the same name. Precedence: defaults < environment < explicit overrides.
+Every setting is a field with a default that runs the shipped demo and with metadata
+(section, title, description, bounds, choices): the one source the CLI flags
+(``al --help``), the DAG Params (``plugins/al_common.py``) and ``al config`` are
+generated from. Values come, in order of precedence, from
 
-    >>> cfg = LoopConfig.from_env().with_overrides({"batch_size": "50"})
+1. the defaults below,
+2. ``AL_<FIELD NAME IN UPPER CASE>`` environment variables (``AL_BATCH_SIZE=200``),
+3. explicit overrides: CLI flags, ``--set name=value``, DAG Params / run conf.
+
+Validation lives here too, so every way in (CLI, environment, Params) is checked the
+same way::
+
+    >>> cfg = LoopConfig.from_env({}).with_overrides({"batch_size": "50"})
     >>> cfg.batch_size
-    50
+    50.0
+    >>> LoopConfig(task="..")
+    Traceback (most recent call last):
+    ...
+    al_tasks.errors.ConfigError: task='..': ...
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from al_tasks.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CORPUS = REPO_ROOT / "data" / "cfpb_complaints.csv.gz"
+ENV_PREFIX = "AL_"
 
-# The product taxonomy of the shipped CFPB sample (column ``Product group``).
+#: The product taxonomy of the shipped CFPB sample (column ``Product group``).
 PRODUCT_GROUPS = (
     "bank_account",
     "consumer_loan",
@@ -33,132 +50,423 @@ PRODUCT_GROUPS = (
     "student_loan",
 )
 
-ENV_PREFIX = "AL_"
+#: Query strategies by name (``al_tasks.ml.strategies`` implements each).
+STRATEGY_NAMES = ("margin", "uncertainty", "entropy", "ranked_batch", "random")
+
+#: Sections of the configuration, in the order they are shown.
+SECTIONS = {
+    "data": "Task and data",
+    "features": "Features",
+    "tuning": "Tuning and evaluation",
+    "query": "Query",
+    "loop": "Loop, stop rules and alerts",
+    "storage": "Storage: workspace, bucket, MLflow",
+    "scoring": "Scoring new complaints",
+    "spark": "Spark",
+}
+
+#: A task name names folders and S3 prefixes: letters, digits, ``_ . -``, not starting
+#: with a dot (so never ``.`` or ``..``).
+TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: An S3 prefix: one or more path segments of safe characters.
+PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
 
 
-class ConfigError(ValueError):
-    """A setting has a value that cannot be used."""
+def setting(
+    default: object,
+    *,
+    section: str,
+    title: str,
+    description: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    pattern: str | None = None,
+    cli: bool = True,
+    aliases: tuple[str, ...] = (),
+) -> typing.Any:
+    """A :class:`LoopConfig` field with its metadata.
+
+    Parameters
+    ----------
+    default : the value used when nothing overrides it
+    section : one of :data:`SECTIONS`
+    title, description : shown in ``al --help``, the Airflow trigger form and ``al config``
+    minimum, maximum, exclusive_minimum : numeric bounds (checked on construction)
+    choices : allowed values of a string setting
+    pattern : regular expression a string setting must match (full match)
+    cli : False hides the setting from the CLI flags (it stays settable by ``--set``)
+    aliases : more CLI flags for the setting (e.g. ``--corpus`` for ``--corpus-path``)
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r}")
+    metadata = {
+        "section": section,
+        "title": title,
+        "description": description,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "choices": choices,
+        "pattern": pattern,
+        "cli": cli,
+        "aliases": tuple(aliases),
+    }
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default=tuple(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Settings of one active-learning task.
+    """Settings of one active-learning task; see :data:`SECTIONS` and ``al config``."""
 
-    Attributes are grouped by stage; each has a default that runs the shipped demo.
-    """
+    # --- data ----------------------------------------------------------------------
+    task: str = setting(
+        "product_group",
+        section="data",
+        title="Task",
+        description="Name of the classification task: workspace folder, MLflow experiment and model, "
+        "S3 folders <prefix>/<task>/.",
+        pattern=TASK_NAME_PATTERN,
+    )
+    corpus_path: str = setting(
+        str(SHIPPED_CORPUS),
+        section="data",
+        title="Corpus",
+        description="Corpus in CFPB export format (CSV, CSV.gz or Parquet) on a path every worker sees.",
+        aliases=("--corpus",),
+    )
+    id_column: str = setting(
+        "Complaint ID",
+        section="data",
+        title="Id column",
+        description="Column of the corpus with the item id (a whole number).",
+    )
+    text_column: str = setting(
+        "Consumer complaint narrative",
+        section="data",
+        title="Text column",
+        description="Column of the corpus with the text to classify.",
+    )
+    label_column: str = setting(
+        "Product group",
+        section="data",
+        title="Ground-truth column",
+        description="Column with true labels; used only by the simulated labeller and the benchmarks.",
+    )
+    classes: tuple[str, ...] = setting(
+        PRODUCT_GROUPS,
+        section="data",
+        title="Classes",
+        description="Allowed label values; labels outside them are rejected at ingest. "
+        "Empty: taken from the seed labels.",
+    )
+    positive_class: str = setting(
+        "",
+        section="data",
+        title="Positive class",
+        description="Binary task: this class against 'rest' (e.g. debt_collection). Empty: multi-class.",
+    )
+    eval_labels_path: str = setting(
+        "",
+        section="data",
+        title="Evaluation labels",
+        description="A CSV (id,label) of a random sample kept only for evaluation. Empty: hold out "
+        "eval_fraction of the seed labels on the first round.",
+    )
+    eval_fraction: float = setting(
+        0.25,
+        section="data",
+        title="Evaluation fraction",
+        description="Share of the seed labels held out as the fixed evaluation set (without an evaluation file).",
+        exclusive_minimum=0,
+        maximum=0.9,
+    )
 
-    # --- task and data -------------------------------------------------------------
-    #: Short name of the classification task; names the workspace folder, the MLflow
-    #: experiment and registered model, and the S3 prefixes.
-    task: str = "product_group"
-    #: Corpus in CFPB export format (CSV, optionally gzipped, or Parquet).
-    corpus_path: str = str(SHIPPED_CORPUS)
-    id_column: str = "Complaint ID"
-    text_column: str = "Consumer complaint narrative"
-    #: Ground-truth column, used only by the simulated labeller and the benchmarks.
-    label_column: str = "Product group"
-    #: Allowed label values. Empty: taken from the seed labels on the first round.
-    classes: tuple[str, ...] = PRODUCT_GROUPS
-    #: For a binary task built from a multi-class column: this value is the positive
-    #: class and every other value becomes ``rest`` (e.g. ``debt_collection``).
-    positive_class: str = ""
-    #: Local folder for features, label store, query sets and the MLflow SQLite DB.
-    workspace: str = str(REPO_ROOT / "workspace")
+    # --- features ------------------------------------------------------------------
+    num_features: int = setting(
+        1 << 18,
+        section="features",
+        title="Hashed features",
+        description="HashingTF width: buckets words are hashed into.",
+        minimum=2,
+    )
+    min_doc_freq: int = setting(
+        2,
+        section="features",
+        title="Minimum document frequency",
+        description="Terms in fewer documents than this get IDF 0 (Spark's IDF.minDocFreq).",
+        minimum=0,
+    )
 
-    # --- Spark ---------------------------------------------------------------------
-    spark_master: str = "local[*]"
-    spark_driver_memory: str = "4g"
-    spark_shuffle_partitions: int = 8
-
-    # --- featurize -----------------------------------------------------------------
-    num_features: int = 1 << 18
-    #: Terms in fewer documents than this get IDF 0 (Spark's IDF.minDocFreq).
-    min_doc_freq: int = 2
-    #: Also hash word bigrams (after stop-word removal) next to unigrams.
-    use_bigrams: bool = True
-
-    # --- tune ----------------------------------------------------------------------
-    max_evals: int = 128
-    validation_fraction: float = 0.2
-    seed: int = 42
-    #: Run hyperopt trials as Spark jobs (SparkTrials) instead of local Trials.
-    use_spark_trials: bool = False
-    spark_trials_parallelism: int = 2
-    #: Search space for log(C) of LogisticRegression (hyperopt loguniform bounds).
-    log_c_low: float = -6.0
-    log_c_high: float = 1.0
-
-    # --- evaluate ------------------------------------------------------------------
-    #: Labelled CSV (id,label) of a random sample kept only for evaluation. Empty: hold
-    #: out ``eval_fraction`` of the seed labels on the first round.
-    eval_labels_path: str = ""
-    eval_fraction: float = 0.25
+    # --- tuning --------------------------------------------------------------------
+    max_evals: int = setting(
+        128,
+        section="tuning",
+        title="Tuning evaluations",
+        description="Hyperopt evaluations per round (nested MLflow runs).",
+        minimum=1,
+    )
+    validation_fraction: float = setting(
+        0.2,
+        section="tuning",
+        title="Validation fraction",
+        description="Share of the labels each trial is scored on (stratified by class).",
+        exclusive_minimum=0,
+        maximum=0.9,
+    )
+    seed: int = setting(
+        42,
+        section="tuning",
+        title="Random seed",
+        description="Seed of the splits, the search and random sampling.",
+        minimum=0,
+    )
+    log_c_low: float = setting(
+        -6.0,
+        section="tuning",
+        title="log(C) low",
+        description="Lower bound of the search for log(C) of logistic regression.",
+    )
+    log_c_high: float = setting(
+        1.0,
+        section="tuning",
+        title="log(C) high",
+        description="Upper bound of the search for log(C) of logistic regression.",
+    )
+    use_spark_trials: bool = setting(
+        False,
+        section="tuning",
+        title="SparkTrials",
+        description="Run hyperopt trials as Spark jobs (SparkTrials) on spark_master instead of in process.",
+    )
+    spark_trials_parallelism: int = setting(
+        2,
+        section="tuning",
+        title="SparkTrials parallelism",
+        description="Trials run at once with SparkTrials.",
+        minimum=1,
+    )
 
     # --- query ---------------------------------------------------------------------
-    #: uncertainty | margin | entropy | ranked_batch | random
-    strategy: str = "margin"
-    #: Labels asked for per round: a count (>= 1) or a fraction of the pool (< 1).
-    batch_size: float = 100
-    #: Ranked batch runs on this many of the most uncertain pool items (at least 5x the
-    #: batch), because it needs pairwise distances.
-    ranked_batch_candidates: int = 5000
+    strategy: str = setting(
+        "margin",
+        section="query",
+        title="Query strategy",
+        description="How items are picked: margin, uncertainty or entropy (least sure first), "
+        "ranked_batch (uncertain and diverse), random (baseline).",
+        choices=STRATEGY_NAMES,
+    )
+    batch_size: float = setting(
+        100,
+        section="query",
+        title="Batch size",
+        description="Labels asked for per round: a count (>= 1) or a fraction of the pool (< 1).",
+        exclusive_minimum=0,
+    )
+    ranked_batch_candidates: int = setting(
+        5000,
+        section="query",
+        title="Ranked-batch candidates",
+        description="Ranked batch re-ranks this many of the most uncertain pool items "
+        "(at least 5x the batch), because it needs pairwise distances.",
+        minimum=1,
+    )
 
-    # --- flag ----------------------------------------------------------------------
-    #: Escalate a row when P(escalation_class) >= this.
-    escalation_probability: float = 0.8
-    escalation_class: str = "debt_collection"
-    #: Send a row to review when modAL's classifier_uncertainty (1 - max proba) >= this.
-    #: For a binary model it is at most 0.5.
-    review_uncertainty: float = 0.4
+    # --- loop ----------------------------------------------------------------------
+    max_rounds: int = setting(
+        10,
+        section="loop",
+        title="Max rounds",
+        description="The loop stops after training this round (no query set is sent for it).",
+        minimum=1,
+    )
+    target_accuracy: float = setting(
+        0.90,
+        section="loop",
+        title="Target accuracy",
+        description="The loop stops when the evaluation accuracy reaches this (a target_reached alert is sent).",
+        minimum=0,
+        maximum=1,
+    )
+    alert_min_accuracy: float = setting(
+        0.60,
+        section="loop",
+        title="Alert: minimum accuracy",
+        description="Alert when a round's evaluation accuracy is below this.",
+        minimum=0,
+        maximum=1,
+    )
+    alert_max_drop: float = setting(
+        0.03,
+        section="loop",
+        title="Alert: maximum drop",
+        description="Alert when accuracy falls more than this below the previous round's.",
+        minimum=0,
+        maximum=1,
+    )
+    sensor_timeout_seconds: int = setting(
+        7 * 24 * 3600,
+        section="loop",
+        title="Wait for labels (s)",
+        description="How long to wait for the labelled file; then the loop stops (labels stopped "
+        "arriving). The wait holds no worker slot.",
+        minimum=1,
+    )
+    sensor_poke_seconds: int = setting(
+        30,
+        section="loop",
+        title="Check inbox every (s)",
+        description="How often the inbox is listed while waiting.",
+        minimum=1,
+    )
 
-    # --- loop and alerts -------------------------------------------------------------
-    max_rounds: int = 10
-    target_accuracy: float = 0.90
-    #: Alert when evaluation accuracy is below this ...
-    alert_min_accuracy: float = 0.60
-    #: ... or dropped more than this from the previous round.
-    alert_max_drop: float = 0.03
+    # --- storage -------------------------------------------------------------------
+    workspace: str = setting(
+        str(REPO_ROOT / "workspace"),
+        section="storage",
+        title="Workspace",
+        description="Folder for features, label store, query sets and round summaries; in a multi-machine "
+        "deployment a shared volume every worker and Spark executor mounts.",
+    )
+    bucket: str = setting(
+        "labelling",
+        section="storage",
+        title="Bucket",
+        description="Labelling bucket, reached through the Airflow connection al_s3.",
+    )
+    seed_prefix: str = setting(
+        "seed",
+        section="storage",
+        title="Seed prefix",
+        description="Seed labels are read from <seed>/<task>/labels.csv (+ optional evaluation.csv).",
+        pattern=PREFIX_PATTERN,
+    )
+    outbox_prefix: str = setting(
+        "outbox",
+        section="storage",
+        title="Outbox prefix",
+        description="Query sets appear as <outbox>/<task>/round-<n>.csv (+ .manifest.json).",
+        pattern=PREFIX_PATTERN,
+    )
+    inbox_prefix: str = setting(
+        "inbox",
+        section="storage",
+        title="Inbox prefix",
+        description="Labelled files are dropped as <inbox>/<task>/round-<n>.csv.",
+        pattern=PREFIX_PATTERN,
+    )
+    processed_prefix: str = setting(
+        "processed",
+        section="storage",
+        title="Processed prefix",
+        description="Ingested labelled files are moved to <processed>/<task>/.",
+        pattern=PREFIX_PATTERN,
+    )
+    rejects_prefix: str = setting(
+        "rejects",
+        section="storage",
+        title="Rejects prefix",
+        description="Rows refused at ingest are written to <rejects>/<task>/round-<n>.csv.",
+        pattern=PREFIX_PATTERN,
+    )
+    s3_endpoint_url: str = setting(
+        "http://127.0.0.1:8333",
+        section="storage",
+        title="S3 endpoint",
+        description="S3-compatible endpoint of the bucket for the CLI and the simulated labeller "
+        "(Airflow tasks use the al_s3 connection). Empty: AWS.",
+    )
+    mlflow_tracking_uri: str = setting(
+        "",
+        section="storage",
+        title="MLflow tracking URI",
+        description="Empty: MLFLOW_TRACKING_URI, else a SQLite file in the workspace.",
+    )
+    registered_model_name: str = setting(
+        "", section="storage", title="Registered model", description="Name in the MLflow registry. Empty: al-<task>."
+    )
 
-    # --- S3 labelling bucket -----------------------------------------------------------
-    bucket: str = "labelling"
-    outbox_prefix: str = "outbox"
-    inbox_prefix: str = "inbox"
-    processed_prefix: str = "processed"
-    s3_endpoint_url: str = "http://127.0.0.1:8333"
-    sensor_timeout_seconds: int = 7 * 24 * 3600
-    sensor_poke_seconds: int = 30
+    # --- scoring -------------------------------------------------------------------
+    escalation_class: str = setting(
+        "debt_collection",
+        section="scoring",
+        title="Escalation class",
+        description="Class whose probability decides escalation.",
+    )
+    escalation_probability: float = setting(
+        0.8,
+        section="scoring",
+        title="Escalation probability",
+        description="Escalate a complaint when P(escalation_class) >= this.",
+        minimum=0,
+        maximum=1,
+    )
+    review_uncertainty: float = setting(
+        0.4,
+        section="scoring",
+        title="Review uncertainty",
+        description="Send a complaint to review when 1 - max class probability >= this "
+        "(at most 0.5 for a binary model).",
+        minimum=0,
+        maximum=1,
+    )
 
-    # --- MLflow --------------------------------------------------------------------
-    #: Empty: a SQLite file in the workspace (overridden by MLFLOW_TRACKING_URI).
-    mlflow_tracking_uri: str = ""
-    #: Empty: ``al-<task>``.
-    registered_model_name: str = ""
+    # --- spark ---------------------------------------------------------------------
+    spark_master: str = setting(
+        "local[*]",
+        section="spark",
+        title="Spark master",
+        description="local[*], or spark://host:7077 for a standalone cluster.",
+    )
+    spark_driver_memory: str = setting(
+        "4g", section="spark", title="Driver memory", description="spark.driver.memory of the tasks' Spark driver."
+    )
+    spark_shuffle_partitions: int = setting(
+        8, section="spark", title="Shuffle partitions", description="spark.sql.shuffle.partitions.", minimum=1
+    )
+    spark_driver_host: str = setting(
+        "127.0.0.1",
+        section="spark",
+        title="Driver host",
+        description="Address the driver binds and advertises to executors.",
+    )
+    spark_ui: bool = setting(False, section="spark", title="Spark UI", description="Start the Spark UI of the driver.")
+    spark_log_level: str = setting(
+        "ERROR",
+        section="spark",
+        title="Spark log level",
+        description="Log level of Spark's own logger.",
+        choices=("ERROR", "WARN", "INFO", "DEBUG"),
+    )
 
     # ---------------------------------------------------------------------------------
     def __post_init__(self) -> None:
-        strategies = {"uncertainty", "margin", "entropy", "ranked_batch", "random"}
-        if self.strategy not in strategies:
-            raise ConfigError(f"strategy={self.strategy!r}: choose one of {sorted(strategies)}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch_size={self.batch_size}: must be > 0")
-        if not 0 < self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction={self.validation_fraction}: must be in (0, 1)")
-        if self.num_features < 2:
-            raise ConfigError(f"num_features={self.num_features}: must be >= 2")
-        if self.positive_class and self.classes and self.classes != (self.positive_class, "rest"):
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
+        if self.log_c_low >= self.log_c_high:
+            raise ConfigError(f"log_c_low={self.log_c_low} must be below log_c_high={self.log_c_high}")
+        self._check_prefixes()
+        if self.positive_class and self.classes != (self.positive_class, "rest"):
             # A binary task relabels everything else as "rest".
             object.__setattr__(self, "classes", (self.positive_class, "rest"))
 
+    def _check_prefixes(self) -> None:
+        """The bucket's folders must be distinct and none inside another: an outbox that
+        is the inbox would have the sensor fire on the unlabelled query set.
+        """
+        named = {name: PurePosixPath(getattr(self, name).strip("/")) for name in PREFIX_FIELDS}
+        for a, path_a in named.items():
+            for b, path_b in named.items():
+                if a < b and (path_a == path_b or path_a in path_b.parents or path_b in path_a.parents):
+                    raise ConfigError(
+                        f"{a}={str(path_a)!r} and {b}={str(path_b)!r}: the bucket's prefixes "
+                        "must be distinct and none inside another"
+                    )
+
     # --- derived ---------------------------------------------------------------------
-    @property
-    def task_dir(self) -> Path:
-        return Path(self.workspace) / self.task
-
-    @property
-    def tracking_uri(self) -> str:
-        explicit = self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-        return explicit or f"sqlite:///{Path(self.workspace).resolve() / 'mlflow.db'}"
-
     @property
     def model_name(self) -> str:
         return self.registered_model_name or f"al-{self.task}"
@@ -173,34 +481,39 @@ class LoopConfig:
             return max(1, int(round(self.batch_size * pool_size)))
         return int(self.batch_size)
 
+    def task_prefix(self, prefix_field: str) -> str:
+        """``"<prefix>/<task>/"`` for one of :data:`PREFIX_FIELDS` (e.g. ``"inbox_prefix"``)."""
+        if prefix_field not in PREFIX_FIELDS:
+            raise ValueError(f"{prefix_field!r} is not one of {PREFIX_FIELDS}")
+        return f"{getattr(self, prefix_field).strip('/')}/{self.task}/"
+
     # --- construction ----------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: typing.Mapping[str, str] | None = None) -> "LoopConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LoopConfig:
         """Defaults overridden by ``AL_*`` environment variables."""
         environ = os.environ if environ is None else environ
-        values = {}
-        for f in dataclasses.fields(cls):
-            key = ENV_PREFIX + f.name.upper()
-            if key in environ:
-                values[f.name] = environ[key]
+        values = {
+            f.name: environ[ENV_PREFIX + f.name.upper()]
+            for f in dataclasses.fields(cls)
+            if ENV_PREFIX + f.name.upper() in environ
+        }
         return cls().with_overrides(values)
 
-    def with_overrides(self, overrides: typing.Mapping[str, object] | None) -> "LoopConfig":
+    def with_overrides(self, overrides: Mapping[str, object] | None) -> LoopConfig:
         """A copy with ``overrides`` applied; strings are coerced to each field's type.
 
-        Unknown keys are ignored so that a DAG's Params may carry extra entries
-        (e.g. ``round``); ``None`` values mean "keep the current value".
+        Unknown keys are ignored, so a DAG's Params may carry extra entries (e.g.
+        ``round``); ``None`` means "keep the current value". Raises :class:`ConfigError`.
         """
         if not overrides:
             return self
-        hints = typing.get_type_hints(type(self))
-        names = {f.name for f in dataclasses.fields(self)}
+        hints = field_types()
         changes = {}
         for key, value in overrides.items():
-            if key not in names or value is None:
+            if key not in hints or value is None:
                 continue
             try:
-                changes[key] = _coerce(value, hints[key])
+                changes[key] = coerce(value, hints[key])
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{key}={value!r}: {exc}") from exc
         return dataclasses.replace(self, **changes)
@@ -209,7 +522,80 @@ class LoopConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _coerce(value: object, kind: object) -> object:
+#: The bucket prefix settings (checked to be distinct, see ``LoopConfig._check_prefixes``).
+PREFIX_FIELDS = ("seed_prefix", "outbox_prefix", "inbox_prefix", "processed_prefix", "rejects_prefix")
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """A setting's name, Python type and metadata, as the generators use them."""
+
+    name: str
+    kind: type | object
+    default: object
+    section: str
+    title: str
+    description: str
+    minimum: float | None
+    maximum: float | None
+    exclusive_minimum: float | None
+    choices: tuple[str, ...] | None
+    pattern: str | None
+    cli: bool
+    aliases: tuple[str, ...]
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag: ``--batch-size``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Every CLI flag of the setting (:attr:`flag` first)."""
+        return (self.flag, *self.aliases)
+
+    @property
+    def type_name(self) -> str:
+        return {str: "text", int: "whole number", float: "number", bool: "true/false"}.get(
+            self.kind, "comma-separated list"
+        )  # type: ignore[call-overload]
+
+
+def field_types() -> dict[str, object]:
+    """Field name -> Python type annotation of every setting."""
+    return typing.get_type_hints(LoopConfig)
+
+
+def settings() -> list[SettingInfo]:
+    """Every setting of :class:`LoopConfig` with its metadata, in declaration order."""
+    hints = field_types()
+    return [
+        SettingInfo(name=f.name, kind=hints[f.name], default=f.default, **f.metadata)
+        for f in dataclasses.fields(LoopConfig)
+    ]
+
+
+def _check_field(f: dataclasses.Field, value: object) -> None:
+    meta = f.metadata
+    name = f.name
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{name}={value!r}: choose one of {list(meta['choices'])}")
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], str(value)):
+        raise ConfigError(
+            f"{name}={value!r}: must match {meta['pattern']} (letters, digits, '_', '.', '-'; not starting with a dot)"
+        )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high, above = meta.get("minimum"), meta.get("maximum"), meta.get("exclusive_minimum")
+        if low is not None and value < low:
+            raise ConfigError(f"{name}={value}: must be >= {low}")
+        if high is not None and value > high:
+            raise ConfigError(f"{name}={value}: must be <= {high}")
+        if above is not None and value <= above:
+            raise ConfigError(f"{name}={value}: must be > {above}")
+
+
+def coerce(value: object, kind: object) -> object:
+    """``value`` (often a string from the environment or a CLI flag) as type ``kind``."""
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -220,27 +606,15 @@ def _coerce(value: object, kind: object) -> object:
             return False
         raise ValueError("expected a boolean")
     if kind is int:
-        if isinstance(value, float) and not value.is_integer():
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, float) and not number.is_integer():
             raise ValueError("expected a whole number")
-        return int(float(value)) if isinstance(value, str) else int(value)
+        return int(number)  # type: ignore[arg-type]
     if kind is float:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     if kind is str:
         return str(value)
     if typing.get_origin(kind) is tuple:
-        if isinstance(value, str):
-            items = [v.strip() for v in value.split(",")]
-        else:
-            items = [str(v).strip() for v in value]  # type: ignore[union-attr]
-        return tuple(v for v in items if v)
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        return tuple(str(v).strip() for v in items if str(v).strip())
     raise TypeError(f"unsupported setting type {kind}")
-
-
-def config_fields_doc() -> list[tuple[str, str, str]]:
-    """(name, type, default) for every setting, for the README and ``--help``."""
-    hints = typing.get_type_hints(LoopConfig)
-    out = []
-    for f in dataclasses.fields(LoopConfig):
-        default = f.default if f.default is not dataclasses.MISSING else field()
-        out.append((f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), repr(default)))
-    return out

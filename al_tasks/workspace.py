@@ -1,117 +1,152 @@
-"""A task's files on disk: label store, evaluation set, rounds.
+"""The on-disk layout of a task: the only module that builds workspace paths.
 
 ::
 
-    <workspace>/<task>/
-        features/<fingerprint>/        featurize output (see featurize.py)
-        labels/store.csv               append-only label store (labelling.LabelStore)
-        labels/evaluation.csv          the fixed evaluation set (id,label), written once
-        labels/rejects.csv             every rejected label row, with its reason
-        rounds/round-<n>/              query.csv, manifest.json, pool.png, summary.json
+    <workspace>/
+        mlflow.db, mlartifacts/               MLflow's default store (when no server is configured)
+        landing/                              where new complaint files arrive (daily ingest default)
+        <task>/
+            features/<fingerprint>/           featurize output (al_tasks.ml.features.FeatureSet)
+            labels/store.csv                  the append-only label store (al_tasks.labelling.store)
+            labels/evaluation.csv             the fixed evaluation set (id,label), written once
+            labels/rejects.csv                every rejected label row, with its reason
+            rounds/round-<n>/                 query.csv, query.xlsx, query.parquet, manifest.json,
+                                              pool.png, summary.json, labelled/<file as dropped>
+            seed/                             seed files as downloaded from the bucket
+            staged/date=<D>/                  daily ingest: a day's checked complaints
+            scored/date=<D>/                  daily ingest: a day's lists and scores
+            landing_cache/date=<D>/           daily ingest: files downloaded from an S3 landing
+
+In a multi-machine deployment the workspace is a shared volume (or network mount) that
+every worker and Spark executor sees at the same path. Every path built here is checked
+to stay inside the workspace, whatever the task name or round.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from al_tasks.config import LoopConfig
-from al_tasks.labelling import LabelStore, read_labelled_file, write_rejects
+from al_tasks.errors import ConfigError
+from al_tasks.io.atomic import atomic_write_text
+from al_tasks.labelling.store import EvaluationSet, LabelStore
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskWorkspace:
+    """Paths of one task's files (nothing is created until a writer asks for a folder).
+
+    Parameters
+    ----------
+    config : LoopConfig (``workspace`` and ``task`` are used)
+    """
+
     config: LoopConfig
+
+    # --- roots -------------------------------------------------------------------------
+    @property
+    def base(self) -> Path:
+        """The workspace folder itself, absolute."""
+        return Path(self.config.workspace).resolve()
+
+    def inside(self, path: Path) -> Path:
+        """``path`` resolved, after checking it stays inside the workspace."""
+        resolved = path.resolve()
+        if resolved != self.base and self.base not in resolved.parents:
+            raise ConfigError(f"{path} resolves to {resolved}, outside the workspace {self.base}")
+        return resolved
 
     @property
     def root(self) -> Path:
-        return self.config.task_dir
+        """``<workspace>/<task>``."""
+        return self.inside(self.base / self.config.task)
+
+    # --- shared by the tasks of a workspace ---------------------------------------------
+    @property
+    def mlflow_db(self) -> Path:
+        return self.base / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.base / "mlartifacts"
+
+    @property
+    def default_landing(self) -> Path:
+        return self.base / "landing"
+
+    # --- features ----------------------------------------------------------------------
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def feature_dir(self, fingerprint: str) -> Path:
+        return self.inside(self.features_dir / fingerprint)
+
+    # --- labels ------------------------------------------------------------------------
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def store_path(self) -> Path:
+        return self.labels_dir / "store.csv"
 
     @property
     def store(self) -> LabelStore:
-        path = self.root / "labels" / "store.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return LabelStore(path)
+        """The task's label store."""
+        return LabelStore(self.store_path)
+
+    @property
+    def evaluation_set(self) -> EvaluationSet:
+        """The task's fixed evaluation set."""
+        return EvaluationSet(self.evaluation_path)
+
+    def is_seeded(self) -> bool:
+        return self.evaluation_set.exists() and len(self.store) > 0
 
     @property
     def evaluation_path(self) -> Path:
-        return self.root / "labels" / "evaluation.csv"
+        return self.labels_dir / "evaluation.csv"
 
     @property
     def rejects_path(self) -> Path:
-        return self.root / "labels" / "rejects.csv"
+        return self.labels_dir / "rejects.csv"
 
-    def round_dir(self, round_number: int) -> Path:
-        path = self.root / "rounds" / f"round-{round_number}"
-        path.mkdir(parents=True, exist_ok=True)
+    @property
+    def seed_dir(self) -> Path:
+        return self.root / "seed"
+
+    # --- rounds ------------------------------------------------------------------------
+    def round_dir(self, round_number: int, *, create: bool = True) -> Path:
+        path = self.inside(self.root / "rounds" / f"round-{int(round_number)}")
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
-    # ------------------------------------------------------------------ label state
-    def labelled(self, before_round: int | None = None) -> pd.DataFrame:
-        """Training labels: DataFrame (id int64, label str), latest label per id.
+    def labelled_file_path(self, round_number: int, file_name: str) -> Path:
+        """Where a round's labelled file is kept as dropped (``file_name`` without folders)."""
+        return self.inside(self.round_dir(round_number) / "labelled" / Path(file_name).name)
 
-        ``before_round=n`` keeps labels ingested before round n (the seed is round 0,
-        the answers to round n's query set are round n), so re-running an old round
-        sees exactly the labels it saw the first time.
-        """
-        history = self.store.history()
-        if before_round is not None and len(history):
-            history = history[history["round"].astype("int64") < before_round]
-        latest = history.drop_duplicates("id", keep="last") if len(history) else history
-        return pd.DataFrame({"id": latest["id"].astype("int64").to_numpy() if len(latest) else np.zeros(0, np.int64),
-                             "label": latest["label"].astype(str).to_numpy() if len(latest) else np.zeros(0, object)})
-
-    def evaluation(self) -> pd.DataFrame:
-        """The fixed evaluation set: DataFrame (id int64, label str); empty if none yet."""
-        if not self.evaluation_path.exists():
-            return pd.DataFrame({"id": np.zeros(0, np.int64), "label": np.zeros(0, object)})
-        frame = pd.read_csv(self.evaluation_path, dtype={"label": str})
-        return pd.DataFrame({"id": frame["id"].astype("int64").to_numpy(), "label": frame["label"].to_numpy(dtype=object)})
-
-    def is_seeded(self) -> bool:
-        return self.evaluation_path.exists() and len(self.store) > 0
-
-    def seed(self, seed_labels_path: str | Path, corpus_ids: np.ndarray, *, log=print) -> dict:
-        """Start a task from a labelled CSV (id,label) of random corpus items.
-
-        The evaluation set is ``config.eval_labels_path`` when given, else a stratified
-        ``eval_fraction`` of the seed labels, held out once. Idempotent: a seeded task
-        is left as it is.
-        """
-        from al_tasks.tune import stratified_split
-
-        if self.is_seeded():
-            return {"seeded": False, "n_train": len(self.store), "n_eval": len(self.evaluation())}
-        cfg = self.config
-        parsed = read_labelled_file(seed_labels_path, query_ids=corpus_ids, classes=cfg.classes)
-        if len(parsed.rejects):
-            write_rejects(parsed.rejects, self.rejects_path, source=str(seed_labels_path))
-        accepted = parsed.accepted.assign(id=lambda f: f["id"].astype("int64"))
-        if cfg.eval_labels_path:
-            ev = read_labelled_file(cfg.eval_labels_path, query_ids=corpus_ids, classes=cfg.classes)
-            if len(ev.rejects):
-                write_rejects(ev.rejects, self.rejects_path, source=str(cfg.eval_labels_path))
-            evaluation = ev.accepted.assign(id=lambda f: f["id"].astype("int64"))
-            train = accepted[~accepted["id"].isin(evaluation["id"])]
-        else:
-            train_pos, eval_pos = stratified_split(accepted["label"].to_numpy(dtype=object), cfg.eval_fraction, cfg.seed)
-            train, evaluation = accepted.iloc[train_pos], accepted.iloc[eval_pos]
-        self.evaluation_path.parent.mkdir(parents=True, exist_ok=True)
-        evaluation[["id", "label"]].to_csv(self.evaluation_path, index=False)
-        self.store.append(train[["id", "label"]].astype({"id": str}), round_number=0, source=str(seed_labels_path),
-                          source_sha256=parsed.source_sha256)
-        log(f"seed: {len(train)} training labels, {len(evaluation)} evaluation labels, {len(parsed.rejects)} rejected rows")
-        return {"seeded": True, "n_train": len(train), "n_eval": len(evaluation), "n_rejected": len(parsed.rejects)}
+    def summary_path(self, round_number: int) -> Path:
+        return self.round_dir(round_number, create=False) / "summary.json"
 
     def write_summary(self, round_number: int, summary: dict) -> Path:
-        path = self.round_dir(round_number) / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, default=str))
-        return path
+        self.round_dir(round_number)
+        return atomic_write_text(self.summary_path(round_number), json.dumps(summary, indent=2, default=str))
 
     def read_summary(self, round_number: int) -> dict | None:
-        path = self.root / "rounds" / f"round-{round_number}" / "summary.json"
+        path = self.summary_path(round_number)
         return json.loads(path.read_text()) if path.exists() else None
+
+    # --- daily ingest ------------------------------------------------------------------
+    def staged_dir(self, day: dt.date) -> Path:
+        return self.root / "staged" / f"date={day.isoformat()}"
+
+    def scored_dir(self, day: dt.date) -> Path:
+        return self.root / "scored" / f"date={day.isoformat()}"
+
+    def landing_cache(self, day: dt.date) -> Path:
+        return self.root / "landing_cache" / f"date={day.isoformat()}"

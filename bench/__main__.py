@@ -21,8 +21,9 @@ from bench.common import BENCH_DIR, DEFAULT_WORKDIR, RESULTS_DIR, machine_info, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["label", "throughput"], help="run one benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes; results go to <workdir>/results-quick")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="scratch directory (default %(default)s)")
@@ -62,12 +63,30 @@ def main(argv: list[str] | None = None) -> int:
         throughput.run(settings, workdir=args.workdir, results_dir=results, readme=readme)
     if readme is not None:
         info = machine_info()
-        versions = ", ".join(f"{k} {info[k]}" for k in ("pyspark", "scikit-learn", "modAL-python", "hyperopt",
-                                                         "mlflow", "pandas", "pyarrow", "numpy", "scipy") if k in info)
-        replace_section(readme, "machine", (
-            f"{info['nproc']} cores ({info['cpu']}), {info['memory_gib']} GiB memory, {info['os']}; "
-            f"Python {info['python']}, {info['java']}; {versions}. Spark local[2], driver memory 4g "
-            f"(LoopConfig defaults otherwise)."))
+        versions = ", ".join(
+            f"{k} {info[k]}"
+            for k in (
+                "pyspark",
+                "scikit-learn",
+                "modAL-python",
+                "hyperopt",
+                "mlflow",
+                "pandas",
+                "pyarrow",
+                "numpy",
+                "scipy",
+            )
+            if k in info
+        )
+        replace_section(
+            readme,
+            "machine",
+            (
+                f"{info['nproc']} cores ({info['cpu']}), {info['memory_gib']} GiB memory, {info['os']}; "
+                f"Python {info['python']}, {info['java']}; {versions}. Spark local[2], driver memory 4g "
+                f"(LoopConfig defaults otherwise)."
+            ),
+        )
     say(f"== all done in {(time.perf_counter() - started) / 60:.1f} min; results in {results}")
     return 0
 

@@ -30,10 +30,6 @@ def say(*parts: object) -> None:
     print(time.strftime("%H:%M:%S"), *parts, flush=True)
 
 
-def quiet(*_args, **_kwargs) -> None:
-    """A ``log=`` sink for al_tasks calls whose own lines would drown the progress."""
-
-
 def quiet_warnings() -> None:
     """Silence warnings emitted once per model fit (scikit-learn's ``penalty`` deprecation,
     PySpark's pandas-3 notice); they say nothing about the benchmark and flood the log."""
@@ -126,7 +122,7 @@ class PeakRSS:
                 self.peaks[key] = max(self.peaks[key], value)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 

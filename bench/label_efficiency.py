@@ -5,24 +5,25 @@ and each seed:
 
 1. hold out a fixed random evaluation set (``eval_size`` docs, never in the pool);
 2. draw ``seed_labels`` random labels from the rest (the pool);
-3. for each strategy, from the same seed labels: tune (al_tasks.tune.tune, hyperopt
+3. for each strategy, from the same seed labels: tune (al_tasks.ml.tune.tune, hyperopt
    TPE with ``max_evals`` trials, same for every strategy), evaluate on the fixed set
-   (al_tasks.evaluate.evaluate), query ``batch`` ids (al_tasks.query.query, the Spark
+   (al_tasks.ml.evaluate.evaluate), query ``batch`` ids (al_tasks.ml.query.query, the Spark
    path the DAG uses), "label" them from the ground-truth column, and repeat for
    ``rounds`` rounds.
 
-The corpus is featurized once (al_tasks.featurize.featurize) and loaded once
+The corpus is featurized once (al_tasks.ml.features.featurize) and loaded once
 (load_features); one SparkSession serves the whole run.
 
 Speed: liblinear's cost grows with the width of X (262,144 hashed columns) although
-~1,000 short complaints touch only ~7,000 of them; al_tasks.model.TextClassifier fits on
+~1,000 short complaints touch only ~7,000 of them; al_tasks.ml.model.TextClassifier fits on
 the columns its training rows use (an exact reformulation), which makes one tune of
 24 trials take seconds instead of a minute and a half.
 
 Independent (task, seed, strategy) chains run in threads; their tune + evaluate runs
 in ``workers`` worker processes (tune is Python + liblinear and would serialise on the
-GIL), and the Spark query of one chain overlaps the tuning of others. Every chain is deterministic (seeded splits, tune, ties broken by id), so results do
-not depend on the number of workers.
+GIL), and the Spark query of one chain overlaps the tuning of others. Every chain is
+deterministic (seeded splits, tune, ties broken by id), so results do not depend on the
+number of workers.
 """
 
 from __future__ import annotations
@@ -39,15 +40,14 @@ import numpy as np
 import pandas as pd
 
 from al_tasks.config import SHIPPED_CORPUS, LoopConfig
-from al_tasks.evaluate import evaluate
+from al_tasks.ml.evaluate import evaluate
 from bench.common import (
     DEFAULT_WORKDIR,
-    RESULTS_DIR,
     REPO_ROOT,
+    RESULTS_DIR,
     bench_spark,
     machine_info,
     markdown_table,
-    quiet,
     quiet_warnings,
     replace_section,
     say,
@@ -59,10 +59,20 @@ STRATEGIES = ("uncertainty", "margin", "entropy", "ranked_batch", "random")
 TASKS = {"product_group": "", "debt_collection": "debt_collection"}
 #: Reference points of the issue: (labels, accuracy) of the seed recipe / small-text, and the aim.
 REFERENCE = {
-    "product_group": {"seed_recipe_labels": 1030, "seed_recipe_accuracy": 0.775, "seed_recipe_macro_f1": 0.71,
-                      "target_accuracy": 0.80, "target_macro_f1": 0.72},
-    "debt_collection": {"seed_recipe_labels": 1030, "seed_recipe_accuracy": 0.89, "seed_recipe_macro_f1": None,
-                        "target_accuracy": 0.90, "target_macro_f1": None},
+    "product_group": {
+        "seed_recipe_labels": 1030,
+        "seed_recipe_accuracy": 0.775,
+        "seed_recipe_macro_f1": 0.71,
+        "target_accuracy": 0.80,
+        "target_macro_f1": 0.72,
+    },
+    "debt_collection": {
+        "seed_recipe_labels": 1030,
+        "seed_recipe_accuracy": 0.89,
+        "seed_recipe_macro_f1": None,
+        "target_accuracy": 0.90,
+        "target_macro_f1": None,
+    },
 }
 
 
@@ -119,26 +129,31 @@ def tune_and_evaluate(X_lab, y_lab, X_eval, y_eval, cfg: LoopConfig, settings: L
     Parameters: CSR matrices (n, num_features) and str arrays (n,); returns
     (model, best_params dict, tune seconds, metrics dict without ``per_class``).
     """
-    from al_tasks.tune import tune
+    from al_tasks.ml.tune import tune
 
     quiet_warnings()
-    result = tune(X_lab, y_lab, cfg, max_evals=settings.max_evals, log=quiet)
+    result = tune(X_lab, y_lab, cfg, max_evals=settings.max_evals)
     metrics = evaluate(result.model, X_eval, y_eval, cfg.classes)
     metrics.pop("per_class")
     return result.model, result.best_params, result.seconds, metrics
 
 
-def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WORKDIR,
-        results_dir: Path = RESULTS_DIR, readme: Path | None = None) -> dict:
+def run(
+    settings: LabelSettings = LabelSettings(),
+    *,
+    workdir: Path = DEFAULT_WORKDIR,
+    results_dir: Path = RESULTS_DIR,
+    readme: Path | None = None,
+) -> dict:
     """Run the benchmark; write curves, summaries, plots; log to MLflow.
 
     Returns a dict with ``curves`` (DataFrame, one row per task/seed/strategy/round),
     ``summary`` (DataFrame, mean/sd per task/strategy/labels), ``final`` (DataFrame,
     one row per task/strategy), ``seconds`` (float) and ``files`` (list of Path).
     """
-    from al_tasks.corpus import binary_labels, read_corpus
-    from al_tasks.featurize import featurize, load_features
-    from al_tasks.query import query
+    from al_tasks.io.corpus import binary_labels, read_corpus
+    from al_tasks.ml.features import featurize, load_features
+    from al_tasks.ml.query import query
 
     quiet_warnings()
     started = time.perf_counter()
@@ -146,12 +161,17 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     corpus_path = _subset_corpus(settings.corpus_limit, workdir) if settings.corpus_limit else SHIPPED_CORPUS
-    base = LoopConfig(workspace=str(workdir / "workspace"), task="label-efficiency", corpus_path=str(corpus_path),
-                      spark_master="local[2]", batch_size=settings.batch)
+    base = LoopConfig(
+        workspace=str(workdir / "workspace"),
+        task="label-efficiency",
+        corpus_path=str(corpus_path),
+        spark_master="local[2]",
+        batch_size=settings.batch,
+    )
     spark = bench_spark(base)
 
-    say(f"label efficiency: featurize {corpus_path.name} (al_tasks.featurize)")
-    feature_set = featurize(base, spark, log=quiet)
+    say(f"label efficiency: featurize {corpus_path.name} (al_tasks.ml.features)")
+    feature_set = featurize(base, spark)
     ids, X = load_features(feature_set)
     docs = read_corpus(corpus_path, base).docs.set_index("id")
     truth = docs["label"].loc[ids].to_numpy(dtype=object)  # the simulated labeller
@@ -159,15 +179,18 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
     n = len(ids)
     if settings.eval_size + settings.seed_labels + settings.rounds * settings.batch > n:
         raise ValueError(f"corpus of {n} docs is too small for these settings")
-    say(f"label efficiency: {n} docs x {feature_set.num_features} features "
+    say(
+        f"label efficiency: {n} docs x {feature_set.num_features} features "
         f"(featurize {feature_set.seconds:.1f}s{', reused' if feature_set.reused else ''}); "
         f"tasks {list(settings.tasks)}, seeds {list(settings.seeds)}, strategies {list(settings.strategies)}, "
-        f"{settings.rounds} rounds of {settings.batch}, max_evals {settings.max_evals}, {settings.workers} workers")
+        f"{settings.rounds} rounds of {settings.batch}, max_evals {settings.max_evals}, {settings.workers} workers"
+    )
 
     def config_for(task: str, seed: int, strategy: str = "random") -> LoopConfig:
         # A binary task's classes become (positive_class, "rest") in LoopConfig itself.
-        return base.with_overrides({"task": f"le-{task}", "positive_class": TASKS[task],
-                                    "seed": seed, "strategy": strategy})
+        return base.with_overrides(
+            {"task": f"le-{task}", "positive_class": TASKS[task], "seed": seed, "strategy": strategy}
+        )
 
     def labels_for(task: str, rows: np.ndarray) -> np.ndarray:
         y = truth[rows]
@@ -176,7 +199,10 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
     splits = {}
     for seed in settings.seeds:
         perm = np.random.default_rng(seed).permutation(n)
-        splits[seed] = (perm[: settings.eval_size], perm[settings.eval_size: settings.eval_size + settings.seed_labels])
+        splits[seed] = (
+            perm[: settings.eval_size],
+            perm[settings.eval_size : settings.eval_size + settings.seed_labels],
+        )
 
     total_rounds = len(settings.tasks) * len(settings.seeds) * len(settings.strategies) * settings.rounds
     done = {"rounds": 0}
@@ -187,10 +213,19 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
         """Round 0 is the same for every strategy (same labels, deterministic tune)."""
         eval_rows, seed_rows = splits[seed]
         cfg = config_for(task, seed)
-        out = tuners.submit(tune_and_evaluate, X[seed_rows], labels_for(task, seed_rows), X[eval_rows],
-                            labels_for(task, eval_rows), cfg, settings).result()
-        say(f"  {task} seed {seed}: {len(seed_rows)} random seed labels -> accuracy {out[3]['accuracy']:.3f}, "
-            f"macro-F1 {out[3]['macro_f1']:.3f} (tune {out[2]:.1f}s)")
+        out = tuners.submit(
+            tune_and_evaluate,
+            X[seed_rows],
+            labels_for(task, seed_rows),
+            X[eval_rows],
+            labels_for(task, eval_rows),
+            cfg,
+            settings,
+        ).result()
+        say(
+            f"  {task} seed {seed}: {len(seed_rows)} random seed labels -> accuracy {out[3]['accuracy']:.3f}, "
+            f"macro-F1 {out[3]['macro_f1']:.3f} (tune {out[2]:.1f}s)"
+        )
         return out
 
     def chain(task: str, seed: int, strategy: str, first) -> list[dict]:
@@ -204,19 +239,40 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
         for rnd in range(settings.rounds + 1):
             if rnd > 0:
                 model, best, tune_seconds, metrics = tuners.submit(
-                    tune_and_evaluate, X[labelled], labels_for(task, labelled), X[eval_rows], y_eval, cfg, settings,
+                    tune_and_evaluate,
+                    X[labelled],
+                    labels_for(task, labelled),
+                    X[eval_rows],
+                    y_eval,
+                    cfg,
+                    settings,
                 ).result()
             record = {
-                "task": task, "seed": seed, "strategy": strategy, "round": rnd, "n_labels": len(labelled),
-                "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "log_loss": metrics["log_loss"],
-                "C": best["C"], "penalty": best["penalty"], "class_weight": str(best["class_weight"]),
+                "task": task,
+                "seed": seed,
+                "strategy": strategy,
+                "round": rnd,
+                "n_labels": len(labelled),
+                "accuracy": metrics["accuracy"],
+                "macro_f1": metrics["macro_f1"],
+                "log_loss": metrics["log_loss"],
+                "C": best["C"],
+                "penalty": best["penalty"],
+                "class_weight": str(best["class_weight"]),
                 "tune_seconds": tune_seconds,
                 "query_seconds": np.nan,
             }
             if rnd < settings.rounds:
                 labelled_ids = ids[labelled]
-                picked = query(feature_set, model, cfg, exclude_ids=np.concatenate([eval_ids, labelled_ids]),
-                               labelled_ids=labelled_ids, round_number=rnd, spark=spark, log=quiet)
+                picked = query(
+                    feature_set,
+                    model,
+                    cfg,
+                    exclude_ids=np.concatenate([eval_ids, labelled_ids]),
+                    labelled_ids=labelled_ids,
+                    round_number=rnd,
+                    spark=spark,
+                )
                 rows = position.get_indexer(picked.items["id"].to_numpy())
                 # The pool never contains evaluation or already-labelled docs.
                 assert len(rows) == settings.batch and (rows >= 0).all(), "query returned a short or unknown batch"
@@ -229,10 +285,12 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
                     done["rounds"] += 1
                     elapsed = time.perf_counter() - loop_started
                     eta = elapsed / done["rounds"] * (total_rounds - done["rounds"])
-                    say(f"  [{done['rounds']}/{total_rounds}, ETA {eta / 60:.1f} min] {task} seed {seed} "
+                    say(
+                        f"  [{done['rounds']}/{total_rounds}, ETA {eta / 60:.1f} min] {task} seed {seed} "
                         f"{strategy:>12}: {record['n_labels']} labels, accuracy {record['accuracy']:.3f}, "
                         f"macro-F1 {record['macro_f1']:.3f} (tune {tune_seconds:.1f}s, "
-                        f"query {records[-2]['query_seconds']:.1f}s)")
+                        f"query {records[-2]['query_seconds']:.1f}s)"
+                    )
         return records
 
     records: list[dict] = []
@@ -243,8 +301,12 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
     with tuners, cf.ThreadPoolExecutor(max_workers=settings.workers + 1, thread_name_prefix="chain") as pool:
         # Round-0 jobs go first: the queue is FIFO, so no chain waits on an unstarted job.
         firsts = {(t, s): pool.submit(round0, t, s) for s in settings.seeds for t in settings.tasks}
-        chains = [pool.submit(chain, t, s, st, firsts[t, s])
-                  for s in settings.seeds for t in settings.tasks for st in settings.strategies]
+        chains = [
+            pool.submit(chain, t, s, st, firsts[t, s])
+            for s in settings.seeds
+            for t in settings.tasks
+            for st in settings.strategies
+        ]
         for future in chains:
             records.extend(future.result())
     loop_seconds = time.perf_counter() - loop_started
@@ -255,12 +317,18 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
     seconds = time.perf_counter() - started
     meta = {
         "settings": dataclasses.asdict(settings),
-        "corpus": str(Path(corpus_path).relative_to(REPO_ROOT)) if Path(corpus_path).is_relative_to(REPO_ROOT) else str(corpus_path),
-        "n_docs": n, "num_features": feature_set.num_features,
-        "featurize_seconds": feature_set.seconds, "loop_seconds": loop_seconds, "total_seconds": seconds,
+        "corpus": str(Path(corpus_path).relative_to(REPO_ROOT))
+        if Path(corpus_path).is_relative_to(REPO_ROOT)
+        else str(corpus_path),
+        "n_docs": n,
+        "num_features": feature_set.num_features,
+        "featurize_seconds": feature_set.seconds,
+        "loop_seconds": loop_seconds,
+        "total_seconds": seconds,
         "tune_seconds_sum": float(curves.loc[curves["round"] > 0, "tune_seconds"].sum()),
         "query_seconds_sum": float(curves["query_seconds"].sum()),
-        "reference": REFERENCE, "machine": machine_info(),
+        "reference": REFERENCE,
+        "machine": machine_info(),
     }
     files = write_outputs(curves, summary, final, meta, results_dir, readme)
     if settings.mlflow:
@@ -273,9 +341,13 @@ def run(settings: LabelSettings = LabelSettings(), *, workdir: Path = DEFAULT_WO
 def summarise(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd (ddof=1; 0 for one seed) over seeds per task, strategy and label count."""
     grouped = curves.groupby(["task", "strategy", "n_labels"], sort=True)
-    out = grouped.agg(accuracy_mean=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
-                      macro_f1_mean=("macro_f1", "mean"), macro_f1_sd=("macro_f1", "std"),
-                      n_seeds=("seed", "nunique")).reset_index()
+    out = grouped.agg(
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_sd=("accuracy", "std"),
+        macro_f1_mean=("macro_f1", "mean"),
+        macro_f1_sd=("macro_f1", "std"),
+        n_seeds=("seed", "nunique"),
+    ).reset_index()
     return out.fillna({"accuracy_sd": 0.0, "macro_f1_sd": 0.0})
 
 
@@ -311,26 +383,44 @@ def final_table(curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         rand = summary[(summary["task"] == task) & (summary["strategy"] == "random")].sort_values("n_labels")
         per_seed = curves[(curves["task"] == task) & (curves["strategy"] == strategy)]
         aucs = per_seed.groupby("seed").apply(
-            lambda g: pd.Series({"acc": normalised_auc(g["n_labels"], g["accuracy"]),
-                                 "f1": normalised_auc(g["n_labels"], g["macro_f1"])}), include_groups=False)
+            lambda g: pd.Series(
+                {
+                    "acc": normalised_auc(g["n_labels"], g["accuracy"]),
+                    "f1": normalised_auc(g["n_labels"], g["macro_f1"]),
+                }
+            ),
+            include_groups=False,
+        )
         row = {
-            "task": task, "strategy": strategy, "n_labels": int(last["n_labels"]), "n_seeds": int(last["n_seeds"]),
-            "accuracy_mean": last["accuracy_mean"], "accuracy_sd": last["accuracy_sd"],
-            "macro_f1_mean": last["macro_f1_mean"], "macro_f1_sd": last["macro_f1_sd"],
-            "auc_accuracy_mean": aucs["acc"].mean(), "auc_accuracy_sd": aucs["acc"].std(ddof=1) if len(aucs) > 1 else 0.0,
-            "auc_macro_f1_mean": aucs["f1"].mean(), "auc_macro_f1_sd": aucs["f1"].std(ddof=1) if len(aucs) > 1 else 0.0,
-            "labels_to_random_accuracy": math.nan, "labels_to_random_macro_f1": math.nan,
+            "task": task,
+            "strategy": strategy,
+            "n_labels": int(last["n_labels"]),
+            "n_seeds": int(last["n_seeds"]),
+            "accuracy_mean": last["accuracy_mean"],
+            "accuracy_sd": last["accuracy_sd"],
+            "macro_f1_mean": last["macro_f1_mean"],
+            "macro_f1_sd": last["macro_f1_sd"],
+            "auc_accuracy_mean": aucs["acc"].mean(),
+            "auc_accuracy_sd": aucs["acc"].std(ddof=1) if len(aucs) > 1 else 0.0,
+            "auc_macro_f1_mean": aucs["f1"].mean(),
+            "auc_macro_f1_sd": aucs["f1"].std(ddof=1) if len(aucs) > 1 else 0.0,
+            "labels_to_random_accuracy": math.nan,
+            "labels_to_random_macro_f1": math.nan,
         }
         if len(rand):
             row["random_final_accuracy"] = rand["accuracy_mean"].iloc[-1]
-            row["labels_to_random_accuracy"] = labels_to_reach(part["n_labels"], part["accuracy_mean"],
-                                                               rand["accuracy_mean"].iloc[-1])
-            row["labels_to_random_macro_f1"] = labels_to_reach(part["n_labels"], part["macro_f1_mean"],
-                                                               rand["macro_f1_mean"].iloc[-1])
+            row["labels_to_random_accuracy"] = labels_to_reach(
+                part["n_labels"], part["accuracy_mean"], rand["accuracy_mean"].iloc[-1]
+            )
+            row["labels_to_random_macro_f1"] = labels_to_reach(
+                part["n_labels"], part["macro_f1_mean"], rand["macro_f1_mean"].iloc[-1]
+            )
         rows.append(row)
     order = {s: i for i, s in enumerate(STRATEGIES)}
     table = pd.DataFrame(rows)
-    return table.sort_values(["task", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c).reset_index(drop=True)
+    return table.sort_values(
+        ["task", "strategy"], key=lambda c: c.map(order) if c.name == "strategy" else c
+    ).reset_index(drop=True)
 
 
 def _pm(mean: float, sd: float, digits: int = 3) -> str:
@@ -344,30 +434,39 @@ def _labels(value: float) -> str:
 def markdown(final: pd.DataFrame, meta: dict) -> str:
     """The README section: one table per task."""
     s = meta["settings"]
-    out = [f"{len(s['seeds'])} seeds; fixed evaluation set of {s['eval_size']:,} docs per seed; "
-           f"{s['seed_labels']} random seed labels + {s['rounds']} rounds of {s['batch']}; tune max_evals "
-           f"{s['max_evals']}; run took {meta['total_seconds'] / 60:.1f} min "
-           f"(tune {meta['tune_seconds_sum'] / 60:.1f} min and query {meta['query_seconds_sum'] / 60:.1f} min "
-           f"summed over {s['workers']} workers).\n"]
+    out = [
+        f"{len(s['seeds'])} seeds; fixed evaluation set of {s['eval_size']:,} docs per seed; "
+        f"{s['seed_labels']} random seed labels + {s['rounds']} rounds of {s['batch']}; tune max_evals "
+        f"{s['max_evals']}; run took {meta['total_seconds'] / 60:.1f} min "
+        f"(tune {meta['tune_seconds_sum'] / 60:.1f} min and query {meta['query_seconds_sum'] / 60:.1f} min "
+        f"summed over {s['workers']} workers).\n"
+    ]
     for task in final["task"].unique():
         part = final[final["task"] == task]
         ref = REFERENCE.get(task, {})
         n_last = int(part["n_labels"].iloc[0])
         rows = []
         for _, r in part.iterrows():
-            rows.append({
-                "strategy": r["strategy"],
-                f"accuracy @ {n_last:,}": _pm(r["accuracy_mean"], r["accuracy_sd"]),
-                f"macro-F1 @ {n_last:,}": _pm(r["macro_f1_mean"], r["macro_f1_sd"]),
-                "labels to random's final accuracy": _labels(r["labels_to_random_accuracy"]),
-                "labels to random's final macro-F1": _labels(r["labels_to_random_macro_f1"]),
-                "AUC accuracy": _pm(r["auc_accuracy_mean"], r["auc_accuracy_sd"]),
-                "AUC macro-F1": _pm(r["auc_macro_f1_mean"], r["auc_macro_f1_sd"]),
-            })
+            rows.append(
+                {
+                    "strategy": r["strategy"],
+                    f"accuracy @ {n_last:,}": _pm(r["accuracy_mean"], r["accuracy_sd"]),
+                    f"macro-F1 @ {n_last:,}": _pm(r["macro_f1_mean"], r["macro_f1_sd"]),
+                    "labels to random's final accuracy": _labels(r["labels_to_random_accuracy"]),
+                    "labels to random's final macro-F1": _labels(r["labels_to_random_macro_f1"]),
+                    "AUC accuracy": _pm(r["auc_accuracy_mean"], r["auc_accuracy_sd"]),
+                    "AUC macro-F1": _pm(r["auc_macro_f1_mean"], r["auc_macro_f1_sd"]),
+                }
+            )
         target = f"aim: accuracy ≥ {ref.get('target_accuracy')}" + (
-            f", macro-F1 ≥ {ref['target_macro_f1']}" if ref.get("target_macro_f1") else "")
-        seed_ref = (f"seed recipe / small-text: ~{ref.get('seed_recipe_accuracy')} accuracy at "
-                    f"{ref.get('seed_recipe_labels'):,} labels" if ref else "")
+            f", macro-F1 ≥ {ref['target_macro_f1']}" if ref.get("target_macro_f1") else ""
+        )
+        seed_ref = (
+            f"seed recipe / small-text: ~{ref.get('seed_recipe_accuracy')} accuracy at "
+            f"{ref.get('seed_recipe_labels'):,} labels"
+            if ref
+            else ""
+        )
         out.append(f"\n**{task}** ({target}; {seed_ref})\n\n")
         out.append(markdown_table(rows))
         out.append(f"\n![{task}](results/label_efficiency_{task}.png)\n")
@@ -398,15 +497,22 @@ def plot(summary: pd.DataFrame, task: str, path: Path) -> None:
         for key, cur in curves.items():
             x, m, sd = cur["n_labels"], cur[f"{metric}_mean"], cur[f"{metric}_sd"]
             style = {"color": "black", "linestyle": "--"} if names[key] == ["random"] else {}
-            line, = ax.plot(x, m, marker="o", markersize=3, label=" = ".join(names[key]), **style)
+            (line,) = ax.plot(x, m, marker="o", markersize=3, label=" = ".join(names[key]), **style)
             ax.fill_between(x, m - sd, m + sd, alpha=0.15, color=line.get_color())
         target = ref.get(f"target_{metric}")
         if target:
             ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"aim {target}")
         seed_value = ref.get(f"seed_recipe_{metric}")
         if seed_value:
-            ax.plot([ref["seed_recipe_labels"]], [seed_value], marker="*", markersize=12, color="crimson",
-                    linestyle="none", label="seed recipe / small-text")
+            ax.plot(
+                [ref["seed_recipe_labels"]],
+                [seed_value],
+                marker="*",
+                markersize=12,
+                color="crimson",
+                linestyle="none",
+                label="seed recipe / small-text",
+            )
         ax.set_xlabel("labels")
         ax.set_ylabel(f"{label} on fixed evaluation set")
         ax.grid(alpha=0.3)
@@ -444,7 +550,7 @@ def log_mlflow(base: LoopConfig, settings: LabelSettings, summary, final, meta, 
     as metrics ``<strategy>/accuracy`` etc. with step = labels, final numbers, artifacts."""
     import mlflow
 
-    from al_tasks.tracking import experiment_id
+    from al_tasks.tracking import experiment_id, tracking_uri
 
     # Through al_tasks.tracking: artifacts in the workspace, no MLFLOW_* env leak.
     mlflow.set_experiment(experiment_id=experiment_id(base, "benchmarks/label-efficiency"))
@@ -456,18 +562,25 @@ def log_mlflow(base: LoopConfig, settings: LabelSettings, summary, final, meta, 
             part = summary[summary["task"] == task]
             for _, r in part.iterrows():
                 step = int(r["n_labels"])
-                mlflow.log_metrics({f"{r['strategy']}/accuracy": r["accuracy_mean"],
-                                    f"{r['strategy']}/accuracy_sd": r["accuracy_sd"],
-                                    f"{r['strategy']}/macro_f1": r["macro_f1_mean"],
-                                    f"{r['strategy']}/macro_f1_sd": r["macro_f1_sd"]}, step=step)
+                mlflow.log_metrics(
+                    {
+                        f"{r['strategy']}/accuracy": r["accuracy_mean"],
+                        f"{r['strategy']}/accuracy_sd": r["accuracy_sd"],
+                        f"{r['strategy']}/macro_f1": r["macro_f1_mean"],
+                        f"{r['strategy']}/macro_f1_sd": r["macro_f1_sd"],
+                    },
+                    step=step,
+                )
             for _, r in final[final["task"] == task].iterrows():
-                values = {f"{r['strategy']}/final_accuracy": r["accuracy_mean"],
-                          f"{r['strategy']}/final_macro_f1": r["macro_f1_mean"],
-                          f"{r['strategy']}/auc_accuracy": r["auc_accuracy_mean"],
-                          f"{r['strategy']}/auc_macro_f1": r["auc_macro_f1_mean"],
-                          f"{r['strategy']}/labels_to_random_accuracy": r["labels_to_random_accuracy"]}
+                values = {
+                    f"{r['strategy']}/final_accuracy": r["accuracy_mean"],
+                    f"{r['strategy']}/final_macro_f1": r["macro_f1_mean"],
+                    f"{r['strategy']}/auc_accuracy": r["auc_accuracy_mean"],
+                    f"{r['strategy']}/auc_macro_f1": r["auc_macro_f1_mean"],
+                    f"{r['strategy']}/labels_to_random_accuracy": r["labels_to_random_accuracy"],
+                }
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if not math.isnan(float(v))})
             for path in files:
                 if path.suffix in (".csv", ".json", ".md") or path.name == f"label_efficiency_{task}.png":
                     mlflow.log_artifact(str(path))
-    say(f"label efficiency: logged to MLflow {base.tracking_uri} (experiment benchmarks/label-efficiency)")
+    say(f"label efficiency: logged to MLflow {tracking_uri(base)} (experiment benchmarks/label-efficiency)")

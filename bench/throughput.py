@@ -10,16 +10,16 @@ unique (10^10 + i). Written as Parquet under the scratch dir, never committed.
 Measured, each in the same run on the same pool:
 
 * project (al_tasks, Spark local[2]):
-  - featurize: al_tasks.featurize.featurize on the Parquet corpus (docs/s);
-  - query: al_tasks.query.query, margin, exact global top-100 of the pre-featurized pool;
-  - ranked batch: al_tasks.query.query, ranked_batch, 500 from the pool.
+  - featurize: al_tasks.ml.features.featurize on the Parquet corpus (docs/s);
+  - query: al_tasks.ml.query.query, margin, exact global top-100 of the pre-featurized pool;
+  - ranked batch: al_tasks.ml.query.query, ranked_batch, 500 from the pool.
 * baseline (a), the seed recipe: Spark features turned into dense per-row arrays
   (pyspark.ml.functions.vector_to_array), modAL's margin_sampling per Arrow chunk in a
   pandas UDF (mapInPandas), keeping the top fraction of each chunk (not exact). 2 MB per
   row, so it runs on growing prefixes of the pool in its own process (own SparkSession)
   until a time or memory limit, and is extrapolated linearly.
 * baseline (b), plain modAL in one process on a scipy CSR of the whole pool
-  (al_tasks.query.query_in_memory): margin top-100 at full size; modAL's ranked batch
+  (devstack.modal_reference.query_in_memory): margin top-100 at full size; modAL's ranked batch
   (uncertainty_batch_sampling over the whole pool) on growing sub-pools until the time
   limit, extrapolated linearly in pool size.
 
@@ -34,6 +34,7 @@ on ``n_labelled`` random pool docs with their ground-truth product group.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import multiprocessing
 import queue as queue_mod
@@ -48,6 +49,7 @@ import pandas as pd
 import psutil
 
 from al_tasks.config import PRODUCT_GROUPS, SHIPPED_CORPUS, LoopConfig
+from al_tasks.workspace import TaskWorkspace
 from bench.common import (
     DEFAULT_WORKDIR,
     RESULTS_DIR,
@@ -55,7 +57,6 @@ from bench.common import (
     bench_spark,
     machine_info,
     markdown_table,
-    quiet,
     quiet_warnings,
     replace_section,
     say,
@@ -103,13 +104,13 @@ class ThroughputSettings:
     warmup: bool = True
 
 
-QUICK = ThroughputSettings(sizes=(20_000,), seed_recipe_sizes=(250, 500), modal_ranked_sizes=(1_000, 2_000),
-                           time_limit_s=60.0)
+QUICK = ThroughputSettings(
+    sizes=(20_000,), seed_recipe_sizes=(250, 500), modal_ranked_sizes=(1_000, 2_000), time_limit_s=60.0
+)
 
 
 # ------------------------------------------------------------------------ the synthetic pool
-def synthesize(n_docs: int, path: Path, *, seed: int = 0, source: Path = SHIPPED_CORPUS,
-               chunk: int = 100_000) -> dict:
+def synthesize(n_docs: int, path: Path, *, seed: int = 0, source: Path = SHIPPED_CORPUS, chunk: int = 100_000) -> dict:
     """Write a CFPB-format Parquet corpus of ``n_docs`` resampled complaints to ``path``.
 
     Columns: ``Complaint ID`` (int64, 10^10 + i), ``Consumer complaint narrative`` (str),
@@ -119,20 +120,24 @@ def synthesize(n_docs: int, path: Path, *, seed: int = 0, source: Path = SHIPPED
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    real = pd.read_csv(source, dtype=str, keep_default_na=False,
-                       usecols=["Consumer complaint narrative", "Product group"])
+    real = pd.read_csv(
+        source, dtype=str, keep_default_na=False, usecols=["Consumer complaint narrative", "Product group"]
+    )
     real = real[real["Consumer complaint narrative"].str.strip() != ""]
     groups = real["Product group"].to_numpy(dtype=object)
-    sentences = [np.asarray(_SENTENCE_END.split(t.strip()), dtype=object)
-                 for t in real["Consumer complaint narrative"].to_numpy(dtype=object)]
+    sentences = [
+        np.asarray(_SENTENCE_END.split(t.strip()), dtype=object)
+        for t in real["Consumer complaint narrative"].to_numpy(dtype=object)
+    ]
     n_sentences = np.array([len(s) for s in sentences])
     # All sentences of each product group, pooled: a synthetic complaint mixes many real ones.
     by_group = {g: np.concatenate([s for s, gg in zip(sentences, groups) if gg == g]) for g in np.unique(groups)}
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.parquet")
-    schema = pa.schema([("Complaint ID", pa.int64()), ("Consumer complaint narrative", pa.string()),
-                        ("Product group", pa.string())])
+    schema = pa.schema(
+        [("Complaint ID", pa.int64()), ("Consumer complaint narrative", pa.string()), ("Product group", pa.string())]
+    )
     total_chars = 0
     with pq.ParquetWriter(tmp, schema) as writer:
         for start in range(0, n_docs, chunk):
@@ -146,16 +151,25 @@ def synthesize(n_docs: int, path: Path, *, seed: int = 0, source: Path = SHIPPED
                     continue
                 picks = pool[rng.integers(0, len(pool), counts[members].sum())]
                 bounds = np.concatenate([[0], np.cumsum(counts[members])])
-                texts[members] = [" ".join(picks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+                texts[members] = [" ".join(picks[a:b]) for a, b in itertools.pairwise(bounds)]
             total_chars += sum(map(len, texts))
-            writer.write_table(pa.table({
-                "Complaint ID": pa.array(np.arange(start, start + size, dtype=np.int64) + ID_OFFSET),
-                "Consumer complaint narrative": pa.array(texts, pa.string()),
-                "Product group": pa.array(doc_groups, pa.string()),
-            }, schema=schema))
+            writer.write_table(
+                pa.table(
+                    {
+                        "Complaint ID": pa.array(np.arange(start, start + size, dtype=np.int64) + ID_OFFSET),
+                        "Consumer complaint narrative": pa.array(texts, pa.string()),
+                        "Product group": pa.array(doc_groups, pa.string()),
+                    },
+                    schema=schema,
+                )
+            )
     tmp.replace(path)
-    return {"n_docs": n_docs, "mean_chars": total_chars / n_docs, "seconds": time.perf_counter() - started,
-            "bytes": path.stat().st_size}
+    return {
+        "n_docs": n_docs,
+        "mean_chars": total_chars / n_docs,
+        "seconds": time.perf_counter() - started,
+        "bytes": path.stat().st_size,
+    }
 
 
 # ------------------------------------------------------------------------ child processes
@@ -167,8 +181,9 @@ def _child_main(target, args, out_queue) -> None:
         out_queue.put(("error", traceback.format_exc()))
 
 
-def run_limited(target, args: tuple, *, time_limit_s: float, memory_limit_gib: float,
-                startup_allowance_s: float = 0.0) -> dict:
+def run_limited(
+    target, args: tuple, *, time_limit_s: float, memory_limit_gib: float, startup_allowance_s: float = 0.0
+) -> dict:
     """Run ``target(*args)`` in a fresh ("spawn") process with a time and memory limit.
 
     ``startup_allowance_s`` is added to the time limit for children that start their
@@ -210,15 +225,20 @@ def run_limited(target, args: tuple, *, time_limit_s: float, memory_limit_gib: f
     if proc.is_alive():
         _kill_tree(proc.pid)
         proc.join(timeout=30)
-    return {"status": status, "result": result, "error": error, "wall_s": time.perf_counter() - started,
-            "peak": dict(peak.peaks)}
+    return {
+        "status": status,
+        "result": result,
+        "error": error,
+        "wall_s": time.perf_counter() - started,
+        "peak": dict(peak.peaks),
+    }
 
 
 def _kill_tree(pid: int) -> None:
     """Kill a child we started and everything it started (its JVM, Python workers)."""
     try:
         parent = psutil.Process(pid)
-        procs = parent.children(recursive=True) + [parent]
+        procs = [*parent.children(recursive=True), parent]
     except psutil.NoSuchProcess:
         return
     for proc in procs:
@@ -234,8 +254,8 @@ def modal_in_memory(features_root: str, model, exclude_ids: np.ndarray, k: int) 
     """Child: load the whole pool as CSR, then modAL's margin_sampling top-k.
 
     Returns dict (load_s, query_s, n_pool, ids: chosen ids sorted)."""
-    from al_tasks.featurize import FeatureSet, load_features
-    from al_tasks.query import query_in_memory
+    from al_tasks.ml.features import FeatureSet, load_features
+    from devstack.modal_reference import query_in_memory
 
     t0 = time.perf_counter()
     ids, X = load_features(FeatureSet.load(features_root))
@@ -251,8 +271,8 @@ def modal_ranked_batch(features_root: str, model, pool_ids: np.ndarray, labelled
     """Child: modAL's uncertainty_batch_sampling of ``n`` over a sub-pool in memory.
 
     Returns dict (load_s, query_s, n_pool)."""
-    from al_tasks.featurize import FeatureSet, load_features
-    from al_tasks.query import query_in_memory
+    from al_tasks.ml.features import FeatureSet, load_features
+    from devstack.modal_reference import query_in_memory
 
     fs = FeatureSet.load(features_root)
     t0 = time.perf_counter()
@@ -266,7 +286,7 @@ def modal_ranked_batch(features_root: str, model, pool_ids: np.ndarray, labelled
 # ------------------------------------------------------------ baseline (a): the seed recipe
 class DenseRows:
     """Adapter: modAL hands the seed recipe's dense rows (ndarray, shape (n, num_features))
-    to ``predict_proba``; al_tasks.model.TextClassifier only takes sparse input, so each
+    to ``predict_proba``; al_tasks.ml.model.TextClassifier only takes sparse input, so each
     chunk is converted to CSR (one pass over the dense block, no more than the dense
     matrix product the seed recipe's own model did). Picklable for Spark broadcast."""
 
@@ -315,16 +335,21 @@ def seed_recipe(features_path: str, model, k_fraction: float, workspace: str, ar
 
 
 # -------------------------------------------------------------------------------- the run
-def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = DEFAULT_WORKDIR,
-        results_dir: Path = RESULTS_DIR, readme: Path | None = None) -> dict:
+def run(
+    settings: ThroughputSettings = ThroughputSettings(),
+    *,
+    workdir: Path = DEFAULT_WORKDIR,
+    results_dir: Path = RESULTS_DIR,
+    readme: Path | None = None,
+) -> dict:
     """Measure; write ``throughput.csv/json/md/png`` to ``results_dir``.
 
     Returns dict with ``rows`` (DataFrame, one row per measurement), ``summary``
     (DataFrame, the target table), ``seconds``.
     """
-    from al_tasks.featurize import featurize, load_features
-    from al_tasks.model import TextClassifier
-    from al_tasks.query import query
+    from al_tasks.ml.features import featurize, load_features
+    from al_tasks.ml.model import TextClassifier
+    from al_tasks.ml.query import query
 
     quiet_warnings()
     started = time.perf_counter()
@@ -335,15 +360,38 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
     rows: list[dict] = []
     notes: dict[str, object] = {}
 
-    def record(op: str, impl: str, size: int, seconds: float | None, *, peak: dict | None = None,
-               status: str = "measured", note: str = "", **extra) -> dict:
-        row = {"operation": op, "implementation": impl, "pool_docs": size, "seconds": seconds, "status": status,
-               "peak_total_gib": (peak or {}).get("total"), "peak_jvm_gib": (peak or {}).get("jvm"),
-               "peak_driver_python_gib": (peak or {}).get("driver_python"),
-               "peak_python_workers_gib": (peak or {}).get("python_workers"), "note": note, **extra}
+    def record(
+        op: str,
+        impl: str,
+        size: int,
+        seconds: float | None,
+        *,
+        peak: dict | None = None,
+        status: str = "measured",
+        note: str = "",
+        **extra,
+    ) -> dict:
+        row = {
+            "operation": op,
+            "implementation": impl,
+            "pool_docs": size,
+            "seconds": seconds,
+            "status": status,
+            "peak_total_gib": (peak or {}).get("total"),
+            "peak_jvm_gib": (peak or {}).get("jvm"),
+            "peak_driver_python_gib": (peak or {}).get("driver_python"),
+            "peak_python_workers_gib": (peak or {}).get("python_workers"),
+            "note": note,
+            **extra,
+        }
         rows.append(row)
         secs = "-" if seconds is None else f"{seconds:.1f}s"
-        mem = "" if not peak else f", peak {peak['total']:.2f} GiB (JVM {peak['jvm']:.2f}, driver {peak['driver_python']:.2f}, workers {peak['python_workers']:.2f})"
+        mem = (
+            ""
+            if not peak
+            else f", peak {peak['total']:.2f} GiB (JVM {peak['jvm']:.2f}, driver {peak['driver_python']:.2f}, "
+            f"workers {peak['python_workers']:.2f})"
+        )
         say(f"  {op:<13} {impl:<28} {size:>9,} docs: {secs} [{status}]{mem} {note}")
         return row
 
@@ -358,14 +406,14 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
         if not warm.exists():
             synthesize(2_000, warm, seed=99)
         warm_cfg = base.with_overrides({"task": "throughput-warmup", "corpus_path": str(warm)})
-        shutil.rmtree(warm_cfg.task_dir / "features", ignore_errors=True)
+        shutil.rmtree(TaskWorkspace(warm_cfg).features_dir, ignore_errors=True)
         t0 = time.perf_counter()
-        warm_fs = featurize(warm_cfg, spark, log=quiet)
+        warm_fs = featurize(warm_cfg, spark)
         warm_ids = warm_fs.ids()
         _, X_warm = load_features(warm_fs, warm_ids[:200])
         warm_y = np.resize(np.asarray(PRODUCT_GROUPS, dtype=object), 200)
         warm_model = TextClassifier(classes=PRODUCT_GROUPS).fit(X_warm, warm_y)
-        query(warm_fs, warm_model, warm_cfg, exclude_ids=warm_ids[:200], spark=spark, log=quiet)
+        query(warm_fs, warm_model, warm_cfg, exclude_ids=warm_ids[:200], spark=spark)
         notes["warmup_seconds"] = time.perf_counter() - t0
         say(f"throughput: warm-up (featurize + query of 2,000 docs) took {notes['warmup_seconds']:.1f}s")
     largest = None
@@ -373,21 +421,29 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
         corpus = workdir / f"corpus-{size}.parquet"
         if not corpus.exists():
             info = synthesize(size, corpus)
-            say(f"throughput: synthesized {size:,} docs ({info['mean_chars']:.0f} chars/doc, "
-                f"{info['bytes'] / 2**20:.0f} MiB Parquet) in {info['seconds']:.1f}s -> {corpus}")
+            say(
+                f"throughput: synthesized {size:,} docs ({info['mean_chars']:.0f} chars/doc, "
+                f"{info['bytes'] / 2**20:.0f} MiB Parquet) in {info['seconds']:.1f}s -> {corpus}"
+            )
         cfg = base.with_overrides({"task": f"throughput-{size}", "corpus_path": str(corpus)})
         # Always refit: the measurement is the featurize itself, not a reused fingerprint.
-        shutil.rmtree(cfg.task_dir / "features", ignore_errors=True)
+        shutil.rmtree(TaskWorkspace(cfg).features_dir, ignore_errors=True)
         t0 = time.perf_counter()
         try:
             with PeakRSS() as peak:
-                fs = featurize(cfg, spark, log=quiet)
+                fs = featurize(cfg, spark)
         except Exception as exc:  # e.g. out of memory: report it and go on with the other sizes
-            record("featurize", "project (Spark)", size, None, peak=peak.peaks, status="failed",
-                   note=f"after {time.perf_counter() - t0:.0f}s: {type(exc).__name__}: {str(exc)[:200]}")
+            record(
+                "featurize",
+                "project (Spark)",
+                size,
+                None,
+                peak=peak.peaks,
+                status="failed",
+                note=f"after {time.perf_counter() - t0:.0f}s: {type(exc).__name__}: {str(exc)[:200]}",
+            )
             continue
-        record("featurize", "project (Spark)", size, fs.seconds, peak=peak.peaks,
-               docs_per_s=size / fs.seconds)
+        record("featurize", "project (Spark)", size, fs.seconds, peak=peak.peaks, docs_per_s=size / fs.seconds)
 
         # The measured model: fitted on n_labelled random pool docs (ground truth).
         all_ids = fs.ids()
@@ -396,38 +452,86 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
         truth = pd.read_parquet(corpus, columns=["Complaint ID", "Product group"]).set_index("Complaint ID")
         _, X_lab = load_features(fs, labelled_ids)
         model = TextClassifier(classes=PRODUCT_GROUPS, C=1.0, penalty="l2").fit(
-            X_lab, truth["Product group"].loc[labelled_ids].to_numpy(dtype=object))
+            X_lab, truth["Product group"].loc[labelled_ids].to_numpy(dtype=object)
+        )
         del truth
 
         # Project: exact global top-k (margin), twice (the 2nd is the headline: page cache warm).
         spark_ids = None
         for attempt in ("1st", "2nd"):
             with PeakRSS() as peak:
-                result = query(fs, model, cfg.with_overrides({"strategy": "margin", "batch_size": settings.top_k}),
-                               exclude_ids=labelled_ids, spark=spark, log=quiet)
+                result = query(
+                    fs,
+                    model,
+                    cfg.with_overrides({"strategy": "margin", "batch_size": settings.top_k}),
+                    exclude_ids=labelled_ids,
+                    spark=spark,
+                )
             spark_ids = np.sort(result.items["id"].to_numpy())
-            record("query top-k", f"project (Spark, {attempt})", size, result.seconds, peak=peak.peaks,
-                   note=f"exact top-{settings.top_k}")
+            record(
+                "query top-k",
+                f"project (Spark, {attempt})",
+                size,
+                result.seconds,
+                peak=peak.peaks,
+                note=f"exact top-{settings.top_k}",
+            )
         with PeakRSS() as peak:
-            result = query(fs, model, cfg.with_overrides({"strategy": "ranked_batch", "batch_size": settings.ranked_batch}),
-                           exclude_ids=labelled_ids, labelled_ids=labelled_ids, spark=spark, log=quiet)
-        record("ranked batch", "project (Spark)", size, result.seconds, peak=peak.peaks,
-               note=f"{settings.ranked_batch} from {result.candidates:,} candidates")
+            result = query(
+                fs,
+                model,
+                cfg.with_overrides({"strategy": "ranked_batch", "batch_size": settings.ranked_batch}),
+                exclude_ids=labelled_ids,
+                labelled_ids=labelled_ids,
+                spark=spark,
+            )
+        record(
+            "ranked batch",
+            "project (Spark)",
+            size,
+            result.seconds,
+            peak=peak.peaks,
+            note=f"{settings.ranked_batch} from {result.candidates:,} candidates",
+        )
 
         # Baseline (b): plain modAL, one process, whole pool as CSR in memory.
-        out = run_limited(modal_in_memory, (str(fs.root), model, labelled_ids, settings.top_k),
-                          time_limit_s=max(settings.time_limit_s, 600), memory_limit_gib=settings.memory_limit_gib)
+        out = run_limited(
+            modal_in_memory,
+            (str(fs.root), model, labelled_ids, settings.top_k),
+            time_limit_s=max(settings.time_limit_s, 600),
+            memory_limit_gib=settings.memory_limit_gib,
+        )
         if out["status"] == "ok":
             res = out["result"]
             same = bool(np.array_equal(res["ids"], spark_ids))
-            record("load pool", "modAL in memory (CSR)", size, res["load_s"], peak=out["peak"],
-                   note="load_features of the whole pool")
-            record("query top-k", "modAL in memory (CSR)", size, res["query_s"], peak=out["peak"],
-                   note=f"margin_sampling; same ids as Spark: {same}", load_s=res["load_s"])
+            record(
+                "load pool",
+                "modAL in memory (CSR)",
+                size,
+                res["load_s"],
+                peak=out["peak"],
+                note="load_features of the whole pool",
+            )
+            record(
+                "query top-k",
+                "modAL in memory (CSR)",
+                size,
+                res["query_s"],
+                peak=out["peak"],
+                note=f"margin_sampling; same ids as Spark: {same}",
+                load_s=res["load_s"],
+            )
             notes[f"modal_same_ids_{size}"] = same
         else:
-            record("query top-k", "modAL in memory (CSR)", size, None, peak=out["peak"], status=_status(out),
-                   note=out["error"][-300:])
+            record(
+                "query top-k",
+                "modAL in memory (CSR)",
+                size,
+                None,
+                peak=out["peak"],
+                status=_status(out),
+                note=out["error"][-300:],
+            )
         largest = (size, fs, model, labelled_ids, cfg)
 
     # Ladders on the largest pool: cost per row does not depend on pool size for the seed
@@ -441,11 +545,22 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
 
     for n_rows in settings.modal_ranked_sizes:
         sub = np.sort(rng.choice(pool_ids, min(n_rows, len(pool_ids)), replace=False))
-        out = run_limited(modal_ranked_batch, (str(fs.root), model, sub, labelled_ids, settings.ranked_batch),
-                          time_limit_s=settings.time_limit_s, memory_limit_gib=settings.memory_limit_gib)
+        out = run_limited(
+            modal_ranked_batch,
+            (str(fs.root), model, sub, labelled_ids, settings.ranked_batch),
+            time_limit_s=settings.time_limit_s,
+            memory_limit_gib=settings.memory_limit_gib,
+        )
         secs = out["result"]["query_s"] if out["status"] == "ok" else None
-        record("ranked batch", "modAL in memory (CSR)", len(sub), secs, peak=out["peak"], status=_status(out),
-               note="uncertainty_batch_sampling over the whole sub-pool")
+        record(
+            "ranked batch",
+            "modAL in memory (CSR)",
+            len(sub),
+            secs,
+            peak=out["peak"],
+            status=_status(out),
+            note="uncertainty_batch_sampling over the whole sub-pool",
+        )
         if out["status"] != "ok":
             break
         ladder["modal_ranked"].append((len(sub), secs, out["peak"]["total"]))
@@ -454,10 +569,13 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
     for n_rows in settings.seed_recipe_sizes:
         n_rows = min(n_rows, len(pool_ids))
         path = _write_prefix(spark, fs, pool_ids[:n_rows], sub_dir / f"features-{n_rows}.parquet")
-        out = run_limited(seed_recipe, (str(path), model, settings.top_k / n_rows, str(workdir / "workspace"),
-                                        settings.seed_recipe_batch),
-                          time_limit_s=settings.time_limit_s, memory_limit_gib=settings.memory_limit_gib,
-                          startup_allowance_s=90)
+        out = run_limited(
+            seed_recipe,
+            (str(path), model, settings.top_k / n_rows, str(workdir / "workspace"), settings.seed_recipe_batch),
+            time_limit_s=settings.time_limit_s,
+            memory_limit_gib=settings.memory_limit_gib,
+            startup_allowance_s=90,
+        )
         secs = out["result"]["query_s"] if out["status"] == "ok" else None
         note = f"dense {n_rows * 2:,} MB through Arrow, {settings.seed_recipe_batch} rows/batch"
         if out["status"] == "ok":
@@ -466,34 +584,59 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
             recall = len(np.intersect1d(got, exact)) / len(exact)
             note += f"; {len(got)} picked, recall of exact top-{settings.top_k}: {recall:.2f}"
             notes[f"seed_recipe_recall_{n_rows}"] = recall
-        record("query top-k", "seed recipe (dense, per chunk)", n_rows, secs, peak=out["peak"], status=_status(out),
-               note=note)
+        record(
+            "query top-k",
+            "seed recipe (dense, per chunk)",
+            n_rows,
+            secs,
+            peak=out["peak"],
+            status=_status(out),
+            note=note,
+        )
         if out["status"] != "ok":
             break
         ladder["seed_recipe"].append((n_rows, secs, out["peak"]["total"]))
     shutil.rmtree(sub_dir, ignore_errors=True)
 
     # Extrapolate the baselines that stopped to every pool size, linearly (fixed + slope x rows).
-    for key, op, impl in (("seed_recipe", "query top-k", "seed recipe (dense, per chunk)"),
-                          ("modal_ranked", "ranked batch", "modAL in memory (CSR)")):
+    for key, op, impl in (
+        ("seed_recipe", "query top-k", "seed recipe (dense, per chunk)"),
+        ("modal_ranked", "ranked batch", "modAL in memory (CSR)"),
+    ):
         points = ladder[key]
         for target in settings.sizes:
             if any(p[0] == target for p in points) or not points:
                 continue
             est, slope = _extrapolate(points, target)
             last = points[-1]
-            record(op, impl, target, est, status="extrapolated",
-                   note=f"linear from {len(points)} sizes up to {last[0]:,} rows ({slope * 1e3:.2f} ms/row); "
-                        f"measured peak {last[2]:.2f} GiB at {last[0]:,}"
-                        + (f"; dense data {target * 2 / 1024:,.0f} GB" if key == "seed_recipe" else ""))
+            record(
+                op,
+                impl,
+                target,
+                est,
+                status="extrapolated",
+                note=f"linear from {len(points)} sizes up to {last[0]:,} rows ({slope * 1e3:.2f} ms/row); "
+                f"measured peak {last[2]:.2f} GiB at {last[0]:,}"
+                + (f"; dense data {target * 2 / 1024:,.0f} GB" if key == "seed_recipe" else ""),
+            )
 
     table = pd.DataFrame(rows)
     summary = target_table(table, settings)
     seconds = time.perf_counter() - started
-    meta = {"settings": dataclasses.asdict(settings), "targets": TARGETS, "notes": notes,
-            "machine": machine_info(), "load_average_before": load_before, "load_average_after": psutil.getloadavg(),
-            "total_seconds": seconds, "spark": {"master": base.spark_master, "driver_memory": base.spark_driver_memory,
-                                                "arrow_max_records_per_batch": 5000}}
+    meta = {
+        "settings": dataclasses.asdict(settings),
+        "targets": TARGETS,
+        "notes": notes,
+        "machine": machine_info(),
+        "load_average_before": load_before,
+        "load_average_after": psutil.getloadavg(),
+        "total_seconds": seconds,
+        "spark": {
+            "master": base.spark_master,
+            "driver_memory": base.spark_driver_memory,
+            "arrow_max_records_per_batch": 5000,
+        },
+    }
     write_outputs(table, summary, meta, results_dir, readme)
     say(f"throughput: done in {seconds / 60:.1f} min; results in {results_dir}")
     return {"rows": table, "summary": summary, "seconds": seconds, "meta": meta}
@@ -501,13 +644,14 @@ def run(settings: ThroughputSettings = ThroughputSettings(), *, workdir: Path = 
 
 def _status(out: dict) -> str:
     """A child's outcome as a table status: measured | stopped at time/memory limit | error."""
-    return {"ok": "measured", "time limit": "stopped: time limit",
-            "memory limit": "stopped: memory limit"}.get(out["status"], out["status"])
+    return {"ok": "measured", "time limit": "stopped: time limit", "memory limit": "stopped: memory limit"}.get(
+        out["status"], out["status"]
+    )
 
 
 def _write_prefix(spark, fs, ids: np.ndarray, path: Path) -> Path:
     """The sparse features of ``ids`` as their own Parquet (the baseline's input), 2 files."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # noqa: N812 (PySpark's own convention)
 
     frame = spark.read.parquet(str(fs.features_path))
     frame.where(F.col("id").isin([int(i) for i in ids])).repartition(2).write.mode("overwrite").parquet(str(path))
@@ -515,8 +659,9 @@ def _write_prefix(spark, fs, ids: np.ndarray, path: Path) -> Path:
 
 
 def _exact_top_k(fs, model, ids: np.ndarray, k: int) -> np.ndarray:
-    from al_tasks.featurize import load_features
-    from al_tasks.query import MarginSampling, top_k_order
+    from al_tasks.ml.features import load_features
+    from al_tasks.ml.query import top_k_order
+    from al_tasks.ml.strategies import MarginSampling
 
     ids, X = load_features(fs, ids)
     scores = MarginSampling().score(model.predict_proba(X), ids)
@@ -550,7 +695,9 @@ def target_table(table: pd.DataFrame, settings: ThroughputSettings) -> pd.DataFr
         modal_q = _get(table, "query top-k", "modAL in memory (CSR)", size)
         seed_q = _get(table, "query top-k", "seed recipe (dense, per chunk)", size)
         modal_rb = _get(table, "ranked batch", "modAL in memory (CSR)", size)
-        peak = table[(table["pool_docs"] == size) & table["implementation"].str.startswith("project")]["peak_total_gib"].max()
+        peak = table[(table["pool_docs"] == size) & table["implementation"].str.startswith("project")][
+            "peak_total_gib"
+        ].max()
 
         def ratio(baseline, ours):
             if baseline is None or ours is None or pd.isna(baseline["seconds"]) or not ours["seconds"]:
@@ -559,26 +706,51 @@ def target_table(table: pd.DataFrame, settings: ThroughputSettings) -> pd.DataFr
             return f"{baseline['seconds'] / ours['seconds']:.1f}x{tag}"
 
         out += [
-            {"pool": size, "metric": "featurize (docs/s)", "target": f"≥ {TARGETS['featurize_docs_per_s']:,}",
-             "project": f"{feat['docs_per_s']:,.0f}" if feat is not None else "",
-             "met": _met(feat is not None and feat["docs_per_s"] >= TARGETS["featurize_docs_per_s"]),
-             "seed recipe / project": "", "modAL in memory / project": ""},
-            {"pool": size, "metric": f"query, exact top-{settings.top_k} (s)",
-             "target": f"≤ {TARGETS['query_top100_1m_s']:.0f} at 1M",
-             "project": f"{q['seconds']:.1f}" if q is not None else "",
-             "met": _met(q is not None and q["seconds"] <= TARGETS["query_top100_1m_s"]) if size >= 1_000_000 else "",
-             "seed recipe / project": ratio(seed_q, q),
-             "modAL in memory / project": ratio(modal_q, q) + (
-                 f" (+{modal_q['load_s']:.0f}s to load the pool)" if modal_q is not None and "load_s" in modal_q and pd.notna(modal_q.get("load_s")) else "")},
-            {"pool": size, "metric": f"ranked batch of {settings.ranked_batch} (s)",
-             "target": f"≤ {TARGETS['ranked_batch_500_1m_s']:.0f} at 1M",
-             "project": f"{rb['seconds']:.1f}" if rb is not None else "",
-             "met": _met(rb is not None and rb["seconds"] <= TARGETS["ranked_batch_500_1m_s"]) if size >= 1_000_000 else "",
-             "seed recipe / project": "", "modAL in memory / project": ratio(modal_rb, rb)},
-            {"pool": size, "metric": "peak memory, process tree (GiB)", "target": f"≤ {TARGETS['peak_memory_gib']:.0f}",
-             "project": f"{peak:.2f}" if pd.notna(peak) else "",
-             "met": _met(pd.notna(peak) and peak <= TARGETS["peak_memory_gib"]),
-             "seed recipe / project": "", "modAL in memory / project": ""},
+            {
+                "pool": size,
+                "metric": "featurize (docs/s)",
+                "target": f"≥ {TARGETS['featurize_docs_per_s']:,}",
+                "project": f"{feat['docs_per_s']:,.0f}" if feat is not None else "",
+                "met": _met(feat is not None and feat["docs_per_s"] >= TARGETS["featurize_docs_per_s"]),
+                "seed recipe / project": "",
+                "modAL in memory / project": "",
+            },
+            {
+                "pool": size,
+                "metric": f"query, exact top-{settings.top_k} (s)",
+                "target": f"≤ {TARGETS['query_top100_1m_s']:.0f} at 1M",
+                "project": f"{q['seconds']:.1f}" if q is not None else "",
+                "met": _met(q is not None and q["seconds"] <= TARGETS["query_top100_1m_s"])
+                if size >= 1_000_000
+                else "",
+                "seed recipe / project": ratio(seed_q, q),
+                "modAL in memory / project": ratio(modal_q, q)
+                + (
+                    f" (+{modal_q['load_s']:.0f}s to load the pool)"
+                    if modal_q is not None and "load_s" in modal_q and pd.notna(modal_q.get("load_s"))
+                    else ""
+                ),
+            },
+            {
+                "pool": size,
+                "metric": f"ranked batch of {settings.ranked_batch} (s)",
+                "target": f"≤ {TARGETS['ranked_batch_500_1m_s']:.0f} at 1M",
+                "project": f"{rb['seconds']:.1f}" if rb is not None else "",
+                "met": _met(rb is not None and rb["seconds"] <= TARGETS["ranked_batch_500_1m_s"])
+                if size >= 1_000_000
+                else "",
+                "seed recipe / project": "",
+                "modAL in memory / project": ratio(modal_rb, rb),
+            },
+            {
+                "pool": size,
+                "metric": "peak memory, process tree (GiB)",
+                "target": f"≤ {TARGETS['peak_memory_gib']:.0f}",
+                "project": f"{peak:.2f}" if pd.notna(peak) else "",
+                "met": _met(pd.notna(peak) and peak <= TARGETS["peak_memory_gib"]),
+                "seed recipe / project": "",
+                "modAL in memory / project": "",
+            },
         ]
     return pd.DataFrame(out)
 
@@ -594,16 +766,28 @@ def markdown(table: pd.DataFrame, summary: pd.DataFrame, meta: dict) -> str:
         detail[col] = detail[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     detail["pool_docs"] = detail["pool_docs"].map(lambda v: f"{int(v):,}")
     detail["note"] = detail["note"].fillna("")
-    cols = ["operation", "implementation", "pool_docs", "seconds", "status", "peak_total_gib", "peak_jvm_gib",
-            "peak_driver_python_gib", "peak_python_workers_gib", "note"]
+    cols = [
+        "operation",
+        "implementation",
+        "pool_docs",
+        "seconds",
+        "status",
+        "peak_total_gib",
+        "peak_jvm_gib",
+        "peak_driver_python_gib",
+        "peak_python_workers_gib",
+        "note",
+    ]
     la = meta["load_average_before"]
-    return (f"Run took {meta['total_seconds'] / 60:.1f} min; load average before the run "
-            f"{la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f} (1/5/15 min) on {meta['machine']['nproc']} cores.\n\n"
-            "**Against the targets** (ratio = baseline seconds / project seconds; > 1 means the project is faster)\n\n"
-            + markdown_table(summary.assign(pool=summary["pool"].map(lambda v: f"{v:,}")).to_dict("records"))
-            + "\n**Every measurement** (peak RSS in GiB of the process tree during that step)\n\n"
-            + markdown_table(detail[cols].to_dict("records"))
-            + "\n![throughput](results/throughput.png)\n")
+    return (
+        f"Run took {meta['total_seconds'] / 60:.1f} min; load average before the run "
+        f"{la[0]:.1f}/{la[1]:.1f}/{la[2]:.1f} (1/5/15 min) on {meta['machine']['nproc']} cores.\n\n"
+        "**Against the targets** (ratio = baseline seconds / project seconds; > 1 means the project is faster)\n\n"
+        + markdown_table(summary.assign(pool=summary["pool"].map(lambda v: f"{v:,}")).to_dict("records"))
+        + "\n**Every measurement** (peak RSS in GiB of the process tree during that step)\n\n"
+        + markdown_table(detail[cols].to_dict("records"))
+        + "\n![throughput](results/throughput.png)\n"
+    )
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -616,8 +800,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
     ok = table[table["seconds"].notna() & (table["operation"] != "load pool")].copy()
     ok["label"] = ok["operation"] + "\n" + ok["implementation"].str.replace(" (", "\n(", regex=False)
-    sizes = sorted(ok.loc[ok["status"] != "measured", "pool_docs"].unique().tolist()
-                   + ok.loc[ok["implementation"].str.startswith("project"), "pool_docs"].unique().tolist())
+    sizes = sorted(
+        ok.loc[ok["status"] != "measured", "pool_docs"].unique().tolist()
+        + ok.loc[ok["implementation"].str.startswith("project"), "pool_docs"].unique().tolist()
+    )
     sizes = sorted(set(sizes))
     fig, axes = plt.subplots(1, 2, figsize=(15, 5.5), constrained_layout=True)
     labels = list(dict.fromkeys(ok["label"]))
@@ -643,8 +829,11 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     names = [f"{r.operation} | {r.implementation} | {int(r.pool_docs):,}" for r in mem.itertuples()]
     y = np.arange(len(mem))
     left = np.zeros(len(mem))
-    for col, name in (("peak_jvm_gib", "JVM"), ("peak_driver_python_gib", "driver Python"),
-                      ("peak_python_workers_gib", "Python workers")):
+    for col, name in (
+        ("peak_jvm_gib", "JVM"),
+        ("peak_driver_python_gib", "driver Python"),
+        ("peak_python_workers_gib", "Python workers"),
+    ):
         vals = mem[col].fillna(0).to_numpy()
         axes[1].barh(y, vals, left=left, label=name)
         left += vals
@@ -661,8 +850,13 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_outputs(table, summary, meta, results_dir: Path, readme: Path | None) -> list[Path]:
-    files = [results_dir / "throughput.csv", results_dir / "throughput_targets.csv", results_dir / "throughput.json",
-             results_dir / "throughput.md", results_dir / "throughput.png"]
+    files = [
+        results_dir / "throughput.csv",
+        results_dir / "throughput_targets.csv",
+        results_dir / "throughput.json",
+        results_dir / "throughput.md",
+        results_dir / "throughput.png",
+    ]
     table.to_csv(files[0], index=False, float_format="%.6g")
     summary.to_csv(files[1], index=False)
     write_json(files[2], meta)

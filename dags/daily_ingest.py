@@ -4,7 +4,7 @@ One run per complaint day (``Date received``): ``stage_landing`` reads that day'
 files from the landing folder (or S3 prefix), ``score_day`` scores them with the model
 under the registry alias, writes ``<workspace>/<task>/scored/date=YYYY-MM-DD/`` and adds
 every complaint not escalated to the active-learning pool. Re-running a day replaces
-its outputs. Logic: ``al_tasks/daily.py``; operators: ``plugins/al_daily.py``.
+its outputs. Logic: ``al_tasks/scoring/daily.py``; operators: ``plugins/al_daily.py``.
 
 Backfill (Airflow 3)::
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable
-
-from al_daily import DAILY_PARAMS, ScoreDayOperator, StageLandingOperator
+from al_common import daily_params
+from al_daily import ScoreDayOperator, StageLandingOperator
 
 with DAG(
     dag_id="daily_ingest",
@@ -28,7 +28,7 @@ with DAG(
     catchup=False,  # history is loaded with an explicit backfill, not by enabling the DAG
     # Pool additions of different days must not race (each reads every other's ids).
     max_active_runs=1,
-    params=DAILY_PARAMS,
+    params=daily_params(),
     default_args={"owner": "ml", "retries": 1, "retry_delay": pendulum.duration(minutes=2)},
     tags=["active-learning", "scoring"],
     doc_md=__doc__,

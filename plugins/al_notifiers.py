@@ -7,10 +7,16 @@ classes can also be used on their own, e.g. as ``on_failure_callback``.
 Channels and their Airflow connections (see :func:`send_alerts`):
 
 * webhook -- connection ``al_alert_webhook``: the JSON payload of
-  :func:`al_tasks.alerts.alert_payload` is POSTed to the connection's URL (Slack incoming
+  :func:`al_tasks.loop.alerts.alert_payload` is POSTed to the connection's URL (Slack incoming
   webhooks accept it as is);
 * e-mail  -- connection ``al_alert_smtp``: a plain-text mail to the addresses in the
   connection extra ``to`` (or the notifier's ``to``).
+
+A channel whose connection id is None or not defined is skipped with a log line: a
+deployment without e-mail must still be able to run the loop. A channel that is defined
+but fails does not stop the others; the failures are raised together at the end so the
+calling task fails visibly. :func:`send_alerts` returns the messages delivered, e.g.
+``["webhook:al_alert_webhook:below_threshold"]``.
 
 Connections are read with ``BaseHook.get_connection``, i.e. from the configured secrets
 backends: ``AIRFLOW_CONN_<ID>`` environment variables, then (inside a task) the
@@ -34,7 +40,7 @@ import requests
 from airflow.sdk import BaseHook, BaseNotifier, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from al_tasks.alerts import Alert, alert_payload
+from al_tasks.loop.alerts import Alert, alert_payload
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +76,18 @@ def webhook_url(connection: Connection) -> str:
       when that is not a scheme (the URI form ``http://host:port/path`` stores the path
       there).
 
-    :param connection: Connection
-    :return: str -- absolute URL.
-    :raises ValueError: the connection has no host.
+    Parameters
+    ----------
+    connection : Connection
+
+    Returns
+    -------
+    str, absolute URL
+
+    Raises
+    ------
+    ValueError
+        the connection has no host
     """
     host = (connection.host or "").strip()
     if not host:
@@ -117,17 +132,17 @@ class WebhookAlertNotifier(BaseNotifier):
     that hook reads ``schema`` as the URL scheme and sends every other extra field as a
     request header, so the common URI form ``http://host:port/path`` would break.
 
-    :param alert_payload: dict -- JSON-serialisable body, e.g. from
-        :func:`al_tasks.alerts.alert_payload`. Templated when the notifier is used as an
+    Parameters
+    ----------
+    alert_payload : dict, JSON-serialisable body, e.g. from
+        :func:`al_tasks.loop.alerts.alert_payload`. Templated when the notifier is used as an
         Airflow callback.
-    :param http_conn_id: str -- Airflow connection id.
+    http_conn_id : str, Airflow connection id
     """
 
     template_fields: Sequence[str] = ("alert_payload", "http_conn_id")
 
-    def __init__(
-        self, alert_payload: dict[str, Any], http_conn_id: str = DEFAULT_WEBHOOK_CONN_ID
-    ) -> None:
+    def __init__(self, alert_payload: dict[str, Any], http_conn_id: str = DEFAULT_WEBHOOK_CONN_ID) -> None:
         super().__init__()
         self.alert_payload = alert_payload
         self.http_conn_id = http_conn_id
@@ -135,9 +150,16 @@ class WebhookAlertNotifier(BaseNotifier):
     def notify(self, context: Mapping[str, Any]) -> None:
         """Send the payload.
 
-        :param context: Mapping[str, Any] -- Airflow context (unused, may be empty).
-        :raises AlertDeliveryError: the receiver answered with a non-2xx status.
-        :raises requests.RequestException: the receiver could not be reached.
+        Parameters
+        ----------
+        context : Mapping[str, Any], Airflow context (unused, may be empty)
+
+        Raises
+        ------
+        AlertDeliveryError
+            the receiver answered with a non-2xx status
+        requests.RequestException
+            the receiver could not be reached
         """
         connection = BaseHook.get_connection(self.http_conn_id)
         extra = connection.extra_dejson
@@ -157,9 +179,7 @@ class WebhookAlertNotifier(BaseNotifier):
                 f"webhook {self.http_conn_id!r} ({url}) answered {response.status_code} "
                 f"{response.reason}: {response.text[:200]}"
             )
-        self.log.info(
-            "Alert posted to webhook %r (%s): %s", self.http_conn_id, url, response.status_code
-        )
+        self.log.info("Alert posted to webhook %r (%s): %s", self.http_conn_id, url, response.status_code)
 
 
 # --- e-mail ----------------------------------------------------------------------------
@@ -168,16 +188,18 @@ class WebhookAlertNotifier(BaseNotifier):
 def email_subject(alert_payload: Mapping[str, Any]) -> str:
     """Subject line for an alert payload.
 
-    :param alert_payload: Mapping[str, Any] -- from :func:`al_tasks.alerts.alert_payload`
-        (or any dict with a ``text``).
-    :return: str
+    Parameters
+    ----------
+    alert_payload : Mapping[str, Any], from :func:`al_tasks.loop.alerts.alert_payload`
+        (or any dict with a ``text``)
+
+    Returns
+    -------
+    str
     """
     alert = alert_payload.get("alert")
     if isinstance(alert, Mapping) and {"kind", "task", "round_number"} <= alert.keys():
-        return (
-            f"[active learning] {alert['task']}: {alert['kind']} "
-            f"in round {alert['round_number']}"
-        )
+        return f"[active learning] {alert['task']}: {alert['kind']} in round {alert['round_number']}"
     text_lines = str(alert_payload.get("text") or "alert").splitlines() or ["alert"]
     # Header lines must stay short; the full text is in the body.
     return f"[active learning] {text_lines[0]}"[:200]
@@ -186,8 +208,13 @@ def email_subject(alert_payload: Mapping[str, Any]) -> str:
 def email_body(alert_payload: Mapping[str, Any]) -> str:
     """Plain-text body for an alert payload: the text, then one ``name: value`` line per field.
 
-    :param alert_payload: Mapping[str, Any]
-    :return: str
+    Parameters
+    ----------
+    alert_payload : Mapping[str, Any]
+
+    Returns
+    -------
+    str
     """
     lines = [str(alert_payload.get("text", ""))]
     alert = alert_payload.get("alert")
@@ -223,12 +250,14 @@ class SmtpAlertNotifier(BaseNotifier):
     ``to`` holds the default recipients. The mail is sent with ``smtplib`` because
     ``SmtpHook.send_email_smtp`` only sends HTML.
 
-    :param alert_payload: dict -- e.g. from :func:`al_tasks.alerts.alert_payload`.
-    :param smtp_conn_id: str -- Airflow connection id.
-    :param to: str | Iterable[str] | None -- recipients (``"a@x, b@y"`` or a list);
-        None: the connection extra ``to``.
-    :param from_email: str | None -- sender; None: extra ``from_email``, else the login
-        when it is an address.
+    Parameters
+    ----------
+    alert_payload : dict, e.g. from :func:`al_tasks.loop.alerts.alert_payload`
+    smtp_conn_id : str, Airflow connection id
+    to : str | Iterable[str] | None, recipients (``"a@x, b@y"`` or a list);
+        None: the connection extra ``to``
+    from_email : str | None, sender; None: extra ``from_email``, else the login
+        when it is an address
     """
 
     template_fields: Sequence[str] = ("alert_payload", "smtp_conn_id", "to", "from_email")
@@ -249,24 +278,28 @@ class SmtpAlertNotifier(BaseNotifier):
     def notify(self, context: Mapping[str, Any]) -> None:
         """Send the mail.
 
-        :param context: Mapping[str, Any] -- Airflow context (unused, may be empty).
-        :raises ValueError: no recipient or no sender configured.
-        :raises smtplib.SMTPException | OSError: the server refused or could not be reached.
+        Parameters
+        ----------
+        context : Mapping[str, Any], Airflow context (unused, may be empty)
+
+        Raises
+        ------
+        ValueError
+            no recipient or no sender configured
+        smtplib.SMTPException, OSError
+            the server refused or could not be reached
         """
         connection = BaseHook.get_connection(self.smtp_conn_id)
         extra = connection.extra_dejson
         recipients = _address_list(self.to) or _address_list(extra.get("to"))
         if not recipients:
-            raise ValueError(
-                f"no recipient: pass to=... or set extra 'to' on connection {self.smtp_conn_id!r}"
-            )
+            raise ValueError(f"no recipient: pass to=... or set extra 'to' on connection {self.smtp_conn_id!r}")
         sender = self.from_email or extra.get("from_email")
         if not sender and connection.login and "@" in connection.login:
             sender = connection.login
         if not sender:
             raise ValueError(
-                f"no sender: pass from_email=... or set extra 'from_email' on connection "
-                f"{self.smtp_conn_id!r}"
+                f"no sender: pass from_email=... or set extra 'from_email' on connection {self.smtp_conn_id!r}"
             )
 
         message = EmailMessage()
@@ -283,9 +316,7 @@ class SmtpAlertNotifier(BaseNotifier):
 
         client: smtplib.SMTP
         if use_ssl:
-            client = smtplib.SMTP_SSL(
-                host, port, timeout=timeout, context=ssl.create_default_context()
-            )
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
         else:
             client = smtplib.SMTP(host, port, timeout=timeout)
         with client:
@@ -319,20 +350,20 @@ def send_alerts(
     smtp_conn_id: str | None = DEFAULT_SMTP_CONN_ID,
     context: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Send every alert on every configured channel.
+    """Send every alert on every configured channel (skipped channels: module docstring);
+    returns one ``"<channel>:<conn id>:<alert kind>"`` entry per message delivered.
 
-    A channel whose connection id is None or not defined is skipped with a log line: a
-    deployment without e-mail must still be able to run the loop. A channel that is
-    defined but fails does not stop the others; the failures are raised together at
-    the end so the calling task fails visibly.
+    Parameters
+    ----------
+    alerts : e.g. from :func:`al_tasks.loop.alerts.check_accuracy`
+    webhook_conn_id : HTTP connection for the webhook channel
+    smtp_conn_id : SMTP connection for the e-mail channel
+    context : Airflow context, passed to the notifiers
 
-    :param alerts: Sequence[Alert] -- e.g. from :func:`al_tasks.alerts.check_accuracy`.
-    :param webhook_conn_id: str | None -- HTTP connection for the webhook channel.
-    :param smtp_conn_id: str | None -- SMTP connection for the e-mail channel.
-    :param context: Mapping[str, Any] | None -- Airflow context, passed to the notifiers.
-    :return: list[str] -- one ``"<channel>:<conn id>:<alert kind>"`` entry per message
-        delivered, e.g. ``["webhook:al_alert_webhook:below_threshold"]``.
-    :raises AlertDeliveryError: at least one message on a defined channel failed.
+    Raises
+    ------
+    AlertDeliveryError
+        at least one message on a defined channel failed (the others were still sent)
     """
     if not alerts:
         return []
@@ -370,7 +401,5 @@ def send_alerts(
             else:
                 sent.append(f"{channel}:{conn_id}:{alert.kind}")
     if failures:
-        raise AlertDeliveryError(
-            f"{len(failures)} alert message(s) failed (sent: {sent}): " + "; ".join(failures)
-        )
+        raise AlertDeliveryError(f"{len(failures)} alert message(s) failed (sent: {sent}): " + "; ".join(failures))
     return sent

@@ -1,17 +1,16 @@
 """The sensor that waits for a round's labelled file in the S3 inbox.
 
 :class:`LabelFileSensor` is the Amazon provider's ``S3KeySensor`` in deferrable mode:
-while it waits (hours or days: people label at their own pace) it holds no worker
-slot, only a coroutine in the triggerer. It watches
-``s3://<bucket>/<inbox_prefix>/<task>/`` for any name
-``al_tasks.labelling.inbox_key_glob(n)`` matches (``round-<n>.csv`` and what
-spreadsheets make of it on "save as": ``Round-1 (1).CSV``, ``round-1_labelled.csv``,
-...; never ``round-10.csv`` for round 1).
+while it waits (hours or days: people label at their own pace) it holds no worker slot,
+only a coroutine in the triggerer. Its key pattern is
+``al_tasks.labelling.inbox.inbox_key_regex`` -- the same rule the ingest picks the file
+by (``round-<n>.csv`` and what spreadsheets make of it on "save as"; never
+``round-10.csv`` for round 1, never a file in a sub-folder).
 
-Everything comes from the run's Params: bucket, inbox prefix, task, round,
-``sensor_timeout_seconds`` and ``sensor_poke_seconds``. When the timeout passes
-without a file, the sensor is *skipped* (not failed): the loop then stops with the
-reason "labels stopped arriving". Errors talking to S3 still fail it.
+Everything comes from the run's Params through template fields: bucket, key pattern,
+timeout and poke interval (``sensor_timeout_seconds``, ``sensor_poke_seconds``). When
+the timeout passes without a file, the sensor is *skipped* (not failed): the loop then
+stops with the reason "labels stopped arriving". Errors talking to S3 still fail it.
 """
 
 from __future__ import annotations
@@ -20,51 +19,61 @@ from typing import Any
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
-
-from al_operators import DEFAULT_S3_CONN_ID, loop_config, round_number, s3_uri, task_prefix
+from al_common import S3_CONN_ID, config_from_params, round_from_params, s3_client
 
 
 class LabelFileSensor(S3KeySensor):
     """Wait (deferred) for round ``n``'s labelled file in the inbox.
 
-    Before deferring it also looks in ``processed/<task>/``: when this round is re-run
-    after its file was already ingested and moved there, there is nothing to wait for.
+    Before deferring it looks in ``<processed>/<task>/``: when this round is re-run after
+    its file was already ingested and moved there, there is nothing to wait for. Returns
+    (XCom) ``{"key", "already_ingested"}`` or ``{"found": True}``; nothing when skipped.
+
+    Parameters
+    ----------
+    timeout_seconds : templated, e.g. ``"{{ params.sensor_timeout_seconds }}"``
+    poke_seconds : templated, e.g. ``"{{ params.sensor_poke_seconds }}"``
     """
 
     ui_color = "#fff7e0"
+    template_fields = (*S3KeySensor.template_fields, "timeout_seconds", "poke_seconds")
 
-    def __init__(self, *, aws_conn_id: str | None = DEFAULT_S3_CONN_ID, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_seconds: str | float,
+        poke_seconds: str | float,
+        aws_conn_id: str | None = S3_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("deferrable", True)
         kwargs.setdefault("mode", "poke")
-        # The real key and bucket are set from the run's Params in execute().
-        super().__init__(bucket_key="", wildcard_match=True, aws_conn_id=aws_conn_id, **kwargs)
+        super().__init__(use_regex=True, aws_conn_id=aws_conn_id, **kwargs)
+        self.timeout_seconds, self.poke_seconds = timeout_seconds, poke_seconds
 
-    def configure(self, context) -> None:
-        """Bucket, key pattern, timeout and poke interval of this run."""
-        from al_tasks.labelling import inbox_key_glob
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        # Rendered templates are text; the sensor machinery wants numbers.
+        self.timeout, self.poke_interval = float(self.timeout_seconds), float(self.poke_seconds)
+
+    def execute(self, context) -> dict | None:
+        from al_tasks.labelling.inbox import already_ingested
 
         params = {key: context["params"][key] for key in context["params"]}
-        config = loop_config(params)
-        number = round_number(params)
-        self.bucket_name = config.bucket
-        self.bucket_key = inbox_key_glob(number, task_prefix(config.inbox_prefix, config.task))
-        self.timeout = float(config.sensor_timeout_seconds)
-        self.poke_interval = float(config.sensor_poke_seconds)
-        self._processed_prefix = task_prefix(config.processed_prefix, config.task)
-        self._round = number
-
-    def execute(self, context) -> None:
-        from al_tasks.labelling import matching_inbox_keys
-
-        self.configure(context)
-        done = matching_inbox_keys(self.hook.list_keys(self.bucket_name, prefix=self._processed_prefix), self._round)
+        done = already_ingested(s3_client(self.aws_conn_id), config_from_params(params), round_from_params(params))
         if done:
-            self.log.info("round %s's labelled file was already ingested (%s); nothing to wait for",
-                          self._round, s3_uri(self.bucket_name, done[0]))
-            return
-        self.log.info("waiting up to %.0f s (checking every %.0f s) for s3://%s/%s", self.timeout,
-                      self.poke_interval, self.bucket_name, self.bucket_key)
-        super().execute(context)
+            self.log.info("this round's labelled file was already ingested (%s); nothing to wait for", done)
+            return {"key": done, "already_ingested": True}
+        if not self.poke(context):
+            self.log.info(
+                "waiting up to %.0f s for a key matching s3://%s/%s", self.timeout, self.bucket_name, self.bucket_key
+            )
+            self._defer()
+        return {"found": True}
+
+    def execute_complete(self, context, event: dict[str, Any]) -> dict:
+        super().execute_complete(context, event)
+        return {"found": True}
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context):
         try:

@@ -1,0 +1,1 @@
+"""The loop: rounds (the stages), policy (stop rules, next round), seeding, alerts."""

@@ -1,0 +1,325 @@
+"""Featurize: text -> sparse TF-IDF vectors with Spark ML.
+
+Pipeline (one Spark ``PipelineModel``, fitted once on the whole corpus, labelled and
+unlabelled alike, and saved for reuse by every round and by the scorers)::
+
+    RegexTokenizer(text -> tokens)          lower-cased words of 2+ letters
+    StopWordsRemover(tokens -> words)       Spark's English list + CFPB redactions (xxxx)
+    HashingTF(words -> tf)                  num_features buckets, hashes the *filtered* words
+    IDF(tf -> tfidf)                        min_doc_freq
+    Normalizer(tfidf -> features, p=2)      unit length, so C means the same for short and long texts
+
+Features are written as Parquet keyed by ``id`` and stay sparse into scikit-learn
+(``scipy.sparse.csr_matrix``); they are never densified.
+
+A run is keyed by a fingerprint of the corpus file's bytes and the featurize settings:
+if ``<workspace>/<task>/features/<fingerprint>/_SUCCESS`` exists, nothing is refitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import scipy.sparse as sp
+
+from al_tasks.config import LoopConfig
+from al_tasks.errors import FeaturesNotFoundError
+from al_tasks.io.atomic import atomic_write_text
+from al_tasks.ml.sparse import vectors_to_csr
+from al_tasks.workspace import TaskWorkspace
+
+log = logging.getLogger(__name__)
+
+#: Tokens the CFPB uses to redact personal data; frequent and meaningless.
+REDACTION_TOKENS = ["xx", "xxx", "xxxx", "xxxxxxxx"]
+#: Bump when the pipeline's stages change, so old fingerprints are not reused.
+PIPELINE_VERSION = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    """Where one featurized corpus lives.
+
+    Attributes
+    ----------
+    root : Path, ``<workspace>/<task>/features/<fingerprint>``
+    fingerprint : str
+    num_features : int, width of every vector
+    n_docs : int
+    reused : bool, True when this call refitted nothing
+    seconds : float, wall time of this call
+    """
+
+    root: Path
+    fingerprint: str
+    num_features: int
+    n_docs: int
+    reused: bool = False
+    seconds: float = 0.0
+
+    @property
+    def features_path(self) -> Path:
+        return self.root / "features.parquet"
+
+    @property
+    def pipeline_path(self) -> Path:
+        return self.root / "pipeline"
+
+    @property
+    def docs_path(self) -> Path:
+        """Parquet (id, text) of every featurized document: query sets show the text."""
+        return self.root / "docs.parquet"
+
+    @classmethod
+    def load(cls, root: str | Path) -> FeatureSet:
+        root = Path(root)
+        if not (root / "_SUCCESS").exists():
+            raise FeaturesNotFoundError(f"{root} holds no complete feature set: run featurize first")
+        manifest = json.loads((root / "manifest.json").read_text())
+        return cls(
+            root=root,
+            fingerprint=manifest["fingerprint"],
+            num_features=manifest["num_features"],
+            n_docs=manifest["n_docs"],
+            reused=True,
+        )
+
+    @property
+    def additions_root(self) -> Path:
+        """Pool additions (new complaints featurized with the saved pipeline), one folder
+        per key (e.g. a date): ``additions/<key>/{features,docs}.parquet``.
+        """
+        return self.root / "additions"
+
+    def addition_dirs(self) -> list[Path]:
+        if not self.additions_root.exists():
+            return []
+        return sorted(p for p in self.additions_root.iterdir() if (p / "_SUCCESS").exists())
+
+    def feature_paths(self) -> list[Path]:
+        """The corpus features plus every complete pool addition."""
+        return [self.features_path] + [p / "features.parquet" for p in self.addition_dirs()]
+
+    def docs_paths(self) -> list[Path]:
+        return [self.docs_path] + [p / "docs.parquet" for p in self.addition_dirs()]
+
+    def _docs_dataset(self) -> ds.Dataset:
+        return ds.dataset([ds.dataset(str(p), format="parquet") for p in self.docs_paths()])
+
+    def ids(self) -> np.ndarray:
+        """All document ids (corpus and pool additions), int64."""
+        return self._docs_dataset().to_table(columns=["id"]).column("id").to_numpy()
+
+    def texts(self, ids: np.ndarray | None = None) -> pd.DataFrame:
+        """DataFrame (id, text) for ``ids`` (all when None)."""
+        flt = None if ids is None else ds.field("id").isin(pa.array(np.asarray(ids, dtype=np.int64)))
+        return self._docs_dataset().to_table(filter=flt).to_pandas()
+
+
+def build_pipeline(config: LoopConfig):
+    """The unfitted Spark ML ``Pipeline`` described in the module docstring."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import IDF, HashingTF, Normalizer, RegexTokenizer, StopWordsRemover
+
+    stop_words = StopWordsRemover.loadDefaultStopWords("english") + REDACTION_TOKENS
+    return Pipeline(
+        stages=[
+            RegexTokenizer(inputCol="text", outputCol="tokens", pattern="[a-z][a-z']+", gaps=False, toLowercase=True),
+            StopWordsRemover(inputCol="tokens", outputCol="words", stopWords=stop_words),
+            HashingTF(inputCol="words", outputCol="tf", numFeatures=config.num_features),
+            IDF(inputCol="tf", outputCol="tfidf", minDocFreq=config.min_doc_freq),
+            Normalizer(inputCol="tfidf", outputCol="features", p=2.0),
+        ]
+    )
+
+
+def fingerprint(corpus_path: str | Path, config: LoopConfig) -> str:
+    """sha256 over the corpus bytes and every setting that changes the features."""
+    digest = hashlib.sha256()
+    with open(corpus_path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    settings = {
+        "version": PIPELINE_VERSION,
+        "num_features": config.num_features,
+        "min_doc_freq": config.min_doc_freq,
+        "id_column": config.id_column,
+        "text_column": config.text_column,
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def feature_root(config: LoopConfig) -> Path:
+    """The folder of the features of ``config``'s corpus and settings (may not exist yet)."""
+    return TaskWorkspace(config).feature_dir(fingerprint(config.corpus_path, config))
+
+
+def current_feature_set(config: LoopConfig) -> FeatureSet | None:
+    """The complete feature set of ``config``'s corpus and settings, or None (no Spark)."""
+    root = feature_root(config)
+    return FeatureSet.load(root) if (root / "_SUCCESS").exists() else None
+
+
+def featurize(config: LoopConfig, spark=None, *, corpus_path: str | Path | None = None) -> FeatureSet:
+    """Fit the pipeline on the corpus and write features, unless already done.
+
+    Returns the :class:`FeatureSet`. Rejected corpus rows are written beside the
+    features as ``rejects.csv`` (line, id, reason).
+    """
+    from al_tasks.io.corpus import read_corpus
+
+    started = time.perf_counter()
+    corpus_path = Path(corpus_path or config.corpus_path)
+    fp = fingerprint(corpus_path, config)
+    root = TaskWorkspace(config).feature_dir(fp)
+    if (root / "_SUCCESS").exists():
+        fs = FeatureSet.load(root)
+        log.info("featurize: reusing %s (%s docs, fingerprint %s)", root, fs.n_docs, fp)
+        return dataclasses.replace(fs, seconds=time.perf_counter() - started)
+
+    corpus = read_corpus(corpus_path, config, with_labels=False)
+    log.info("featurize: %s docs from %s (%s rejected rows)", len(corpus), corpus_path, len(corpus.rejects))
+    if root.exists():  # a half-written earlier attempt
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    corpus.rejects.to_csv(root / "rejects.csv", index=False)
+
+    from al_tasks.spark import spark_session
+
+    spark = spark or spark_session(config)
+    docs = spark.createDataFrame(corpus.docs[["id", "text"]])
+    n_partitions = max(2, spark.sparkContext.defaultParallelism * 2)
+    docs = docs.repartition(n_partitions)
+    model = build_pipeline(config).fit(docs)
+    model.write().overwrite().save(str(root / "pipeline"))
+    model.transform(docs).select("id", "features").write.mode("overwrite").parquet(str(root / "features.parquet"))
+    corpus.docs[["id", "text"]].to_parquet(root / "docs.parquet", index=False)
+    manifest = {
+        "fingerprint": fp,
+        "corpus_path": str(corpus_path),
+        "num_features": config.num_features,
+        "min_doc_freq": config.min_doc_freq,
+        "n_docs": len(corpus),
+        "n_rejected": len(corpus.rejects),
+        "pipeline_version": PIPELINE_VERSION,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+    atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
+    (root / "_SUCCESS").touch()
+    seconds = time.perf_counter() - started
+    log.info("featurize: wrote %s in %.1fs (%s docs/s)", root, seconds, f"{len(corpus) / seconds:,.0f}")
+    return FeatureSet(root=root, fingerprint=fp, num_features=config.num_features, n_docs=len(corpus), seconds=seconds)
+
+
+def load_features(feature_set: FeatureSet, ids: np.ndarray | list | None = None) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Read features into memory, without Spark.
+
+    Parameters
+    ----------
+    ids : optional int64 ids to load, in that order; unknown ids raise ``KeyError``.
+
+    Returns
+    -------
+    (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
+    """
+    dataset = ds.dataset([ds.dataset(str(p), format="parquet") for p in feature_set.feature_paths()])
+    if ids is None:
+        table = dataset.to_table(columns=["id", "features"])
+        return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), feature_set.num_features)
+    wanted = np.asarray(ids, dtype=np.int64)
+    table = dataset.to_table(columns=["id", "features"], filter=ds.field("id").isin(pa.array(np.unique(wanted))))
+    found = table.column("id").to_numpy()
+    position = pd.Series(np.arange(len(found)), index=found)
+    missing = np.setdiff1d(wanted, found)
+    if len(missing):
+        raise KeyError(f"{len(missing)} id(s) not in {feature_set.features_path}: {missing[:10].tolist()}")
+    X = vectors_to_csr(table.column("features"), feature_set.num_features)
+    return wanted, X[position.loc[wanted].to_numpy()]
+
+
+def add_to_pool(
+    feature_set: FeatureSet, key: str, docs: pd.DataFrame, spark=None, config: LoopConfig | None = None
+) -> tuple[int, pd.DataFrame]:
+    """Featurize new documents with the saved pipeline and add them to the pool.
+
+    ``docs``: DataFrame (id int64, text str). The addition lives in
+    ``additions/<key>/`` and replaces whatever that key held before, so re-running a
+    date never duplicates pool rows. Ids already in the corpus or in another addition
+    are not added; they come back as rejects (id, reason).
+
+    Returns (rows added, rejects DataFrame).
+    """
+    target = feature_set.additions_root / key
+    if target.exists():
+        shutil.rmtree(target)  # replaced as a whole: idempotent re-runs
+    known = feature_set.ids()
+    docs = docs.drop_duplicates("id")
+    clash = np.isin(docs["id"].to_numpy(dtype=np.int64), known)
+    rejects = pd.DataFrame({"id": docs["id"].to_numpy()[clash], "reason": "id already in the pool or corpus"})
+    fresh = docs.loc[~clash, ["id", "text"]].reset_index(drop=True)
+    if fresh.empty:
+        return 0, rejects
+    target.mkdir(parents=True)
+    _ids, _X = transform_texts(feature_set.pipeline_path, fresh, spark=spark, config=config, keep_dir=target)
+    fresh.to_parquet(target / "docs.parquet", index=False)
+    (target / "_SUCCESS").touch()
+    return len(fresh), rejects
+
+
+def transform_texts(
+    pipeline, docs: pd.DataFrame, spark=None, config: LoopConfig | None = None, keep_dir: str | Path | None = None
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Apply the saved featurizer to new documents: the one way new texts become vectors.
+
+    Parameters
+    ----------
+    pipeline : the featurizer's folder (``FeatureSet.pipeline_path``) or the loaded model
+    docs : DataFrame with columns ``id`` (int64) and ``text`` (str), shape (n, >= 2)
+    spark : SparkSession (default: one for ``config``)
+    keep_dir : when given, the features also stay there as ``features.parquet``
+
+    Returns
+    -------
+    (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
+    """
+    from al_tasks.spark import spark_session
+
+    model = pipeline if hasattr(pipeline, "transform") else load_pipeline(pipeline)
+    num_features = pipeline_width(model)
+    if len(docs) == 0:
+        return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, num_features), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="al-transform-") as tmp:
+        # Through Parquet, because Arrow collection does not carry Spark's VectorUDT.
+        out_dir = str(Path(keep_dir or tmp) / "features.parquet")
+        spark = spark or spark_session(config)
+        frame = spark.createDataFrame(docs[["id", "text"]], schema="id LONG, text STRING")
+        out = model.transform(frame).select("id", "features")
+        out.write.mode("overwrite").parquet(out_dir)
+        table = ds.dataset(out_dir, format="parquet").to_table()
+    return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), num_features)
+
+
+def load_pipeline(pipeline_path: str | Path):
+    """The saved featurizer (a Spark ``PipelineModel``)."""
+    from pyspark.ml import PipelineModel
+
+    if not Path(pipeline_path).exists():
+        raise FeaturesNotFoundError(f"no saved featurizer at {pipeline_path}: run featurize first")
+    return PipelineModel.load(str(pipeline_path))
+
+
+def pipeline_width(model) -> int:
+    """Width of the vectors a saved featurizer produces (its HashingTF's numFeatures)."""
+    return next(stage.getNumFeatures() for stage in model.stages if hasattr(stage, "getNumFeatures"))

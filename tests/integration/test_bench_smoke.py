@@ -1,0 +1,102 @@
+"""Smoke test of the benchmarks (bench/): both run end to end on a tiny size, so they
+cannot rot. Real data, real Spark; the numbers themselves mean nothing at this size.
+
+The full benchmarks are ``python -m bench`` (``make bench``), not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import label_efficiency, throughput
+
+pytestmark = pytest.mark.slow
+
+
+def test_label_efficiency_tiny(tmp_path):
+    # Three strategies keep it fast: the exact top-k path (margin; uncertainty and entropy
+    # differ only in the score), ranked batch, and the random baseline.
+    settings = label_efficiency.LabelSettings(
+        seeds=(0,),
+        rounds=2,
+        max_evals=2,
+        eval_size=200,
+        seed_labels=40,
+        batch=20,
+        corpus_limit=1000,
+        strategies=("margin", "ranked_batch", "random"),
+        workers=1,
+        mlflow=True,
+    )
+    out = label_efficiency.run(settings, workdir=tmp_path / "work", results_dir=tmp_path / "results")
+
+    curves = out["curves"]
+    n_strategies, n_tasks = len(settings.strategies), len(label_efficiency.TASKS)
+    # One point per round plus the seed labels, for every task and strategy.
+    assert len(curves) == n_tasks * n_strategies * (settings.rounds + 1)
+    for _, part in curves.groupby(["task", "strategy"]):
+        assert part.sort_values("round")["n_labels"].tolist() == [40, 60, 80]
+    assert curves["accuracy"].between(0, 1, inclusive="right").all()
+    assert curves["macro_f1"].between(0, 1).all()
+    # Round 0 is shared: every strategy starts from the same seed labels and model.
+    first = curves[curves["round"] == 0].groupby("task")["accuracy"].nunique()
+    assert (first == 1).all()
+    assert curves.loc[curves["round"] < settings.rounds, "query_seconds"].gt(0).all()
+
+    final = out["final"]
+    assert len(final) == n_tasks * n_strategies
+    assert final["auc_accuracy_mean"].between(0, 1).all()
+    # Random reaches its own final accuracy by definition.
+    rand = final[final["strategy"] == "random"]
+    assert (rand["labels_to_random_accuracy"] <= rand["n_labels"]).all()
+
+    for path in out["files"]:
+        assert path.exists() and path.stat().st_size > 0, path
+    for task in label_efficiency.TASKS:
+        png = tmp_path / "results" / f"label_efficiency_{task}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "work" / "workspace" / "mlflow.db").exists()
+
+
+def test_throughput_tiny(tmp_path):
+    settings = throughput.ThroughputSettings(
+        sizes=(2_000,),
+        top_k=20,
+        ranked_batch=20,
+        n_labelled=150,
+        seed_recipe_sizes=(200,),
+        modal_ranked_sizes=(400,),
+        time_limit_s=120,
+        warmup=False,
+    )
+    out = throughput.run(settings, workdir=tmp_path / "work", results_dir=tmp_path / "results")
+    rows = out["rows"]
+
+    def row(op, impl, status="measured"):
+        hit = rows[(rows["operation"] == op) & (rows["implementation"] == impl) & (rows["status"] == status)]
+        assert len(hit) == 1, (op, impl, rows[["operation", "implementation"]])
+        return hit.iloc[0]
+
+    feat = row("featurize", "project (Spark)")
+    assert feat["docs_per_s"] > 0 and feat["peak_total_gib"] > 0
+    for op, impl in (
+        ("query top-k", "project (Spark, 2nd)"),
+        ("ranked batch", "project (Spark)"),
+        ("query top-k", "modAL in memory (CSR)"),
+    ):
+        r = row(op, impl)
+        assert r["status"] == "measured" and r["seconds"] > 0, r
+    # The Spark path and plain modAL pick exactly the same items.
+    assert out["meta"]["notes"]["modal_same_ids_2000"] is True
+    seed = row("query top-k", "seed recipe (dense, per chunk)")
+    assert seed["pool_docs"] == 200 and seed["seconds"] > 0, seed["note"]
+    assert 0 <= out["meta"]["notes"]["seed_recipe_recall_200"] <= 1
+    assert row("ranked batch", "modAL in memory (CSR)")["pool_docs"] == 400
+    # Baselines run on fewer rows than the pool are extrapolated to its size.
+    for impl in ("seed recipe (dense, per chunk)", "modAL in memory (CSR)"):
+        est = rows[(rows["implementation"] == impl) & (rows["status"] == "extrapolated")]
+        assert len(est) == 1 and est.iloc[0]["pool_docs"] == 2_000 and est.iloc[0]["seconds"] > 0
+    assert len(out["summary"]) == 4 and np.isfinite(out["seconds"])
+    for name in ("throughput.csv", "throughput_targets.csv", "throughput.json", "throughput.md", "throughput.png"):
+        assert (tmp_path / "results" / name).stat().st_size > 0

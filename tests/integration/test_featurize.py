@@ -1,0 +1,118 @@
+"""Featurize on the real CFPB sample: stop words go before hashing, vectors stay sparse,
+an unchanged corpus is never refitted, bad corpus rows are rejected with reasons."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+from al_tasks.errors import CorpusError
+from al_tasks.io.corpus import read_corpus
+from al_tasks.ml.features import REDACTION_TOKENS, featurize, load_features, transform_texts
+
+
+def test_corpus_reader_takes_the_cfpb_export(corpus):
+    assert len(corpus.docs) == 8017
+    assert corpus.docs["id"].dtype == np.int64 and corpus.docs["id"].is_unique
+    assert set(corpus.docs.columns) == {"id", "text", "label"}
+    assert corpus.docs["text"].str.len().min() > 0
+    assert len(corpus.rejects) == 0
+
+
+def test_stop_words_are_removed_before_hashing(feature_set, spark):
+    from pyspark.ml import PipelineModel
+
+    stages = PipelineModel.load(str(feature_set.pipeline_path)).stages
+    names = [type(s).__name__ for s in stages]
+    assert names[:3] == ["RegexTokenizer", "StopWordsRemover", "HashingTF"]
+    assert stages[2].getInputCol() == stages[1].getOutputCol(), "HashingTF must hash the filtered words"
+    assert set(REDACTION_TOKENS) <= set(stages[1].getStopWords())
+
+    # Behaviour: a text of stop words and CFPB redactions only has no features at all,
+    # and adding stop words to a real narrative does not change its vector.
+    narrative = "My mortgage servicer charged late fees although I paid on time."
+    docs = pd.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "text": [
+                "The and of XXXX XX/XX/XXXX which were they to",
+                narrative,
+                "the " + narrative.replace(" ", " the and of ") + " XXXX",
+            ],
+        }
+    )
+    ids, X = transform_texts(feature_set.pipeline_path, docs, spark=spark)
+    X = X[np.argsort(ids)]
+    assert X[0].nnz == 0
+    assert X[1].nnz > 0
+    np.testing.assert_allclose(X[1].toarray(), X[2].toarray(), rtol=1e-6)
+
+
+def test_features_stay_sparse(feature_set):
+    schema = pq.read_schema(next(feature_set.features_path.glob("*.parquet")))
+    vector = schema.field("features").type
+    assert [vector.field(i).name for i in range(vector.num_fields)] == ["type", "size", "indices", "values"]
+    _ids, X = load_features(feature_set)
+    assert sp.isspmatrix_csr(X) and X.shape == (8017, feature_set.num_features)
+    assert X.nnz / (X.shape[0] * X.shape[1]) < 0.002  # ~100 of 262,144 columns per row
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)  # L2-normalised rows
+
+
+def test_load_features_keeps_the_requested_order(feature_set, corpus):
+    wanted = corpus.docs["id"].to_numpy()[[50, 3, 7000, 3]]
+    ids, X = load_features(feature_set, wanted)
+    assert ids.tolist() == wanted.tolist()
+    np.testing.assert_array_equal(X[1].toarray(), X[3].toarray())
+    with pytest.raises(KeyError, match="not in"):
+        load_features(feature_set, [123])
+
+
+def test_unchanged_corpus_is_not_refitted(core_config, feature_set, spark):
+    before = {p: os.stat(p).st_mtime_ns for p in feature_set.root.rglob("*") if p.is_file()}
+    again = featurize(core_config, spark)
+    assert again.reused and again.root == feature_set.root
+    after = {p: os.stat(p).st_mtime_ns for p in feature_set.root.rglob("*") if p.is_file()}
+    assert before == after
+    # A changed setting is a different feature set.
+    from al_tasks.ml.features import fingerprint
+
+    assert (
+        fingerprint(core_config.corpus_path, core_config.with_overrides({"num_features": 1024}))
+        != feature_set.fingerprint
+    )
+
+
+def test_bad_corpus_rows_are_rejected_with_line_and_reason(tmp_path):
+    path = tmp_path / "complaints.csv.gz"
+    body = (
+        b"Complaint ID,Product,Consumer complaint narrative\n"
+        b"101,Mortgage,My servicer lost my payment.\n"
+        b"102,Mortgage,\n"
+        b"abc,Mortgage,Debt collector keeps calling.\n"
+        b"101,Mortgage,Duplicate id here.\n"
+        b"104,Mortgage,Bad bytes \xff\xfe in this narrative.\n"
+        b"105,Credit card,Card was charged twice.\n"
+    )
+    path.write_bytes(gzip.compress(body))
+    corpus = read_corpus(path, with_labels=False)
+    assert corpus.docs["id"].tolist() == [101, 105]
+    rejects = corpus.rejects.set_index("line")
+    assert rejects.loc[3, "reason"] == "empty narrative"
+    assert rejects.loc[4, "reason"] == "id is not a whole number"
+    assert rejects.loc[5, "reason"].startswith("duplicate id")
+    assert "not UTF-8" in rejects.loc[6, "reason"]
+    assert len(corpus.docs) + len(corpus.rejects) == 6  # nothing lost
+
+
+def test_missing_columns_name_the_file(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("Complaint ID,Product\n1,Mortgage\n")
+    with pytest.raises(CorpusError, match=r"export\.csv: missing column\(s\) \['Consumer complaint narrative'\]"):
+        read_corpus(path)

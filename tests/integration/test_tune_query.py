@@ -1,0 +1,124 @@
+"""Tuning and querying on the real CFPB sample.
+
+The Spark query must pick exactly the ids single-process modAL picks on the same pool,
+for every strategy; small labelled sets that miss classes must not break tuning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from al_tasks.ml.features import load_features
+from al_tasks.ml.query import query, score_pool_top_k, top_k_order
+from al_tasks.ml.splits import stratified_split
+from al_tasks.ml.strategies import get_strategy
+from al_tasks.ml.tune import tune
+from devstack.modal_reference import query_in_memory
+
+
+@pytest.fixture(scope="module")
+def pool(feature_set, seed_labels):
+    ids, X = load_features(feature_set)
+    in_pool = ~np.isin(ids, seed_labels["id"].to_numpy())
+    return ids[in_pool], X[np.flatnonzero(in_pool)]
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "margin", "entropy", "random"])
+def test_spark_query_equals_modal(strategy, core_config, feature_set, seed_model, seed_labels, pool, spark):
+    cfg = core_config.with_overrides({"strategy": strategy, "batch_size": 100})
+    result = query(feature_set, seed_model, cfg, exclude_ids=seed_labels["id"].to_numpy(), spark=spark)
+    pool_ids, X_pool = pool
+    expected = query_in_memory(seed_model, X_pool, pool_ids, strategy, 100, seed=cfg.seed)
+    assert result.pool_size == len(pool_ids) == 8017 - 230
+    assert sorted(result.items["id"].tolist()) == sorted(expected.tolist())
+    assert result.items["rank"].tolist() == list(range(1, 101))
+    assert (np.diff(result.items["score"].to_numpy()) <= 0).all(), "ranked best first"
+    assert not set(result.items["id"]) & set(seed_labels["id"])
+
+
+def test_ranked_batch_equals_modal_on_the_candidate_set(core_config, feature_set, seed_model, seed_labels, spark):
+    cfg = core_config.with_overrides({"strategy": "ranked_batch", "batch_size": 60, "ranked_batch_candidates": 400})
+    labelled = seed_labels["id"].to_numpy()
+    result = query(feature_set, seed_model, cfg, exclude_ids=labelled, spark=spark)
+    candidates = score_pool_top_k(feature_set, seed_model, get_strategy("uncertainty"), 400, labelled, spark)
+    _, X_candidates = load_features(feature_set, candidates["id"].to_numpy())
+    _, X_labelled = load_features(feature_set, labelled)
+    expected = query_in_memory(
+        seed_model, X_candidates, candidates["id"].to_numpy(), "ranked_batch", 60, X_labelled=X_labelled
+    )
+    assert result.items["id"].tolist() == expected.tolist()  # same items, same order
+    assert result.candidates == 400
+
+
+def test_exact_global_top_k_is_independent_of_partitioning(core_config, feature_set, seed_model, seed_labels, spark):
+    strategy = get_strategy("margin")
+    labelled = seed_labels["id"].to_numpy()
+    few = score_pool_top_k(feature_set, seed_model, strategy, 25, labelled, spark)
+    many = score_pool_top_k(feature_set, seed_model, strategy, 500, labelled, spark)
+    assert few["id"].tolist() == many["id"].head(25).tolist()
+
+
+def test_top_k_breaks_ties_by_id():
+    scores = np.array([0.5, 0.9, 0.5, 0.5, 0.1])
+    ids = np.array([40, 10, 30, 20, 50])
+    assert ids[top_k_order(scores, ids, 3)].tolist() == [10, 20, 30]
+
+
+def test_batch_as_fraction_of_pool(core_config, feature_set, seed_model, seed_labels, spark):
+    cfg = core_config.with_overrides({"strategy": "entropy", "batch_size": 0.01})
+    result = query(feature_set, seed_model, cfg, exclude_ids=seed_labels["id"].to_numpy(), spark=spark)
+    assert len(result.items) == round(0.01 * (8017 - 230))
+
+
+def test_a_class_missing_from_training_does_not_break_tuning(core_config, feature_set, corpus):
+    # 60 labels: no 'other', no 'money_transfer', a single 'student_loan'.
+    docs = corpus.docs
+    picks = []
+    for label, n in [
+        ("credit_reporting", 20),
+        ("debt_collection", 20),
+        ("mortgage", 10),
+        ("credit_card", 9),
+        ("student_loan", 1),
+    ]:
+        picks.extend(docs.index[docs["label"] == label][:n])
+    labelled = docs.loc[picks]
+    _, X = load_features(feature_set, labelled["id"].to_numpy())
+    y = labelled["label"].to_numpy(dtype=object)
+    result = tune(X, y, core_config, max_evals=4)
+    assert len(result.trials) == 4
+    model = result.model
+    assert list(model.classes_) == list(core_config.classes)
+    # Evaluate on items of every class, including two never seen in training.
+    rest = docs.drop(index=picks).groupby("label").head(5)
+    _, X_eval = load_features(feature_set, rest["id"].to_numpy())
+    proba = model.predict_proba(X_eval)
+    assert proba.shape == (len(rest), 9)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    missing = [list(model.classes_).index(c) for c in ("other", "money_transfer")]
+    assert (proba[:, missing] == 0).all()
+    from al_tasks.ml.evaluate import evaluate
+
+    metrics = evaluate(model, X_eval, rest["label"].to_numpy(dtype=object), core_config.classes)
+    assert 0 < metrics["accuracy"] < 1 and np.isfinite(metrics["log_loss"])
+
+
+def test_single_example_class_goes_to_training():
+    y = np.array(["a"] * 10 + ["b"] * 5 + ["c"], dtype=object)
+    train, validation = stratified_split(y, 0.2, seed=0)
+    assert "c" in set(y[train]) and "c" not in set(y[validation])
+    assert {"a", "b"} <= set(y[validation]) and {"a", "b"} <= set(y[train])
+    assert sorted(np.concatenate([train, validation]).tolist()) == list(range(16))
+
+
+def test_tuning_is_seeded_and_binary_works(core_config, feature_set, seed_labels):
+    cfg = core_config.with_overrides({"positive_class": "debt_collection"})
+    assert cfg.classes == ("debt_collection", "rest")
+    labels = np.where(seed_labels["label"].to_numpy() == "debt_collection", "debt_collection", "rest").astype(object)
+    _, X = load_features(feature_set, seed_labels["id"].to_numpy())
+    first = tune(X, labels, cfg, max_evals=5)
+    second = tune(X, labels, cfg, max_evals=5)
+    assert first.best_params == second.best_params
+    assert [t["log_loss"] for t in first.trials] == [t["log_loss"] for t in second.trials]
+    assert first.model.predict_proba(X).shape == (230, 2)
