@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "waiting for rounds (a few minutes each; the first also featurizes the corpus)"
         )
         statuses = follow_loop(
-            api, max_rounds=args.rounds, timeout=args.timeout_minutes * 60, check=components.check_running
+            api, max_rounds=args.rounds, timeout=args.timeout_minutes * 60, check=components.check_running, echo=say
         )
         ok = all(s["status"] != "failed" for s in statuses)
         say(
