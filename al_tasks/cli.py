@@ -9,6 +9,8 @@
     al daily --date 2019-02-19 --to 2019-02-21    # score new complaints of those days
     al stream --source DIR --output DIR --checkpoint DIR --available-now
     al config                                     # every setting, its value and meaning
+    al labels export --out labels.csv [--history] # the label store as a CSV for people
+    al labels migrate                             # a CSV label store into the configured database
 
 Settings: every :class:`~al_tasks.config.LoopConfig` field is a flag of every command
 (``--batch-size 50``; ``al <command> --help`` lists them by section), generated from
@@ -25,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from al_tasks.config import SECTIONS, LoopConfig, settings
+from al_tasks.config import SECTIONS, LoopConfig, masked_url, settings
 from al_tasks.errors import ActiveLearningError, ConfigError
 
 log = logging.getLogger("al_tasks.cli")
@@ -118,7 +120,25 @@ def cmd_round(cfg: LoopConfig, args) -> dict:
 
 
 def cmd_config(cfg: LoopConfig, args) -> dict:
-    return cfg.as_dict()
+    return {k: masked_url(v) if isinstance(v, str) else v for k, v in cfg.as_dict().items()}
+
+
+def cmd_labels(cfg: LoopConfig, args) -> dict:
+    """``al labels export`` / ``al labels migrate`` (see :mod:`al_tasks.labelling.store_sql`)."""
+    from al_tasks.labelling.store_sql import SqlLabelStore, migrate_csv_store
+    from al_tasks.workspace import TaskWorkspace
+
+    workspace = TaskWorkspace(cfg)
+    if args.action == "migrate":
+        # Opened directly, not through workspace.store, which would import on first open.
+        store = SqlLabelStore(workspace.label_store_url, cfg.task)
+        return migrate_csv_store(Path(args.csv) if args.csv else workspace.legacy_store_path, store)
+    if not args.out:
+        raise ConfigError("al labels export needs --out FILE")
+    store = workspace.store
+    rows = store.export_csv(args.out, history=args.history)
+    log.info("wrote %s %s rows of %s to %s", rows, "history" if args.history else "current", store.location, args.out)
+    return {"rows": rows, "out": str(args.out), "history": bool(args.history), "store": store.location}
 
 
 def cmd_daily(cfg: LoopConfig, args) -> dict:
@@ -197,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round", type=int, default=1)
     p.add_argument("--model-version", required=True)
     _command(sub, "config", cmd_config, "print the effective settings")
+    p = _command(sub, "labels", cmd_labels, "export the label store as CSV, or migrate a CSV store into it")
+    p.add_argument("action", choices=("export", "migrate"))
+    p.add_argument("--out", help="export: the CSV file to write (spreadsheet-safe)")
+    p.add_argument("--history", action="store_true", help="export: every row ever appended, not the current labels")
+    p.add_argument("--csv", help="migrate: the CSV store to import (default <workspace>/<task>/labels/store.csv)")
     p = _command(sub, "daily", cmd_daily, "score new complaints of some days; escalate, review, pool")
     p.add_argument("--date", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--to", help="last day (inclusive); default: --date")
@@ -229,7 +254,9 @@ def _config_table(cfg: LoopConfig) -> str:
         lines.append(f"[{title}]")
         for info in settings():
             if info.section == section:
-                lines.append(f"  {info.name} = {_shown(getattr(cfg, info.name))}\n      {info.description}")
+                value = getattr(cfg, info.name)
+                shown = _shown(masked_url(value) if isinstance(value, str) else value)
+                lines.append(f"  {info.name} = {shown}\n      {info.description}")
     return "\n".join(lines)
 
 

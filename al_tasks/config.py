@@ -30,6 +30,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 
 from al_tasks.errors import ConfigError
 
@@ -70,6 +71,24 @@ SECTIONS = {
 TASK_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: An S3 prefix: one or more path segments of safe characters.
 PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: how URLs appear in logs and output.
+
+    >>> masked_url("postgresql+psycopg2://al:s3cret@db:5432/al_labels")
+    'postgresql+psycopg2://al:***@db:5432/al_labels'
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def setting(
@@ -384,6 +403,14 @@ class LoopConfig:
         section="storage",
         title="MLflow tracking URI",
         description="Empty: MLFLOW_TRACKING_URI, else a SQLite file in the workspace.",
+    )
+    label_store_url: str = setting(
+        "",
+        section="storage",
+        title="Label store URL",
+        description="SQLAlchemy URL of the label store's database (tables keyed by task, so one database "
+        "serves many tasks), e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/al_labels. "
+        "Empty: a SQLite file <workspace>/<task>/labels/store.db.",
     )
     registered_model_name: str = setting(
         "", section="storage", title="Registered model", description="Name in the MLflow registry. Empty: al-<task>."

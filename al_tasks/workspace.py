@@ -7,7 +7,10 @@
         landing/                              where new complaint files arrive (daily ingest default)
         <task>/
             features/<fingerprint>/           featurize output (al_tasks.ml.features.FeatureSet)
-            labels/store.csv                  the append-only label store (al_tasks.labelling.store)
+            labels/store.db                   the label store, a SQLite file (when label_store_url is
+                                              empty; al_tasks.labelling.store_sql)
+            labels/store.csv                  the label store of earlier versions (imported into the
+                                              database on first open, then kept as a backup)
             labels/evaluation.csv             the fixed evaluation set (id,label), written once
             labels/rejects.csv                every rejected label row, with its reason
             rounds/round-<n>/                 query.csv, query.xlsx, query.parquet, manifest.json,
@@ -33,6 +36,7 @@ from al_tasks.config import LoopConfig
 from al_tasks.errors import ConfigError
 from al_tasks.io.atomic import atomic_write_text
 from al_tasks.labelling.store import EvaluationSet, LabelStore
+from al_tasks.labelling.store_sql import open_label_store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +95,24 @@ class TaskWorkspace:
         return self.root / "labels"
 
     @property
-    def store_path(self) -> Path:
+    def legacy_store_path(self) -> Path:
+        """The CSV label store of earlier versions (read once, to migrate it)."""
         return self.labels_dir / "store.csv"
 
     @property
+    def sqlite_store_path(self) -> Path:
+        """The embedded label store's SQLite file (used when ``label_store_url`` is empty)."""
+        return self.labels_dir / "store.db"
+
+    @property
+    def label_store_url(self) -> str:
+        """``label_store_url``, or the embedded SQLite file's URL when it is empty."""
+        return self.config.label_store_url or f"sqlite:///{self.inside(self.sqlite_store_path)}"
+
+    @property
     def store(self) -> LabelStore:
-        """The task's label store."""
-        return LabelStore(self.store_path)
+        """The task's label store (an old CSV store there is imported on first open)."""
+        return open_label_store(self.label_store_url, self.config.task, legacy_csv=self.legacy_store_path)
 
     @property
     def evaluation_set(self) -> EvaluationSet:

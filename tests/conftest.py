@@ -23,4 +23,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.airflow",
     "tests.fixtures.scoring",
+    "tests.fixtures.label_db",
 ]

@@ -26,7 +26,7 @@ from al_tasks.labelling.inbox import (
 )
 from al_tasks.labelling.ingest import read_labelled_file
 from al_tasks.labelling.rejects import write_rejects
-from al_tasks.labelling.store import LabelStore
+from al_tasks.labelling.store import CsvLabelStore
 
 ID, TEXT, TRUTH = "Complaint ID", "Consumer complaint narrative", "Product group"
 CLASSES = list(PRODUCT_GROUPS)
@@ -421,7 +421,7 @@ def test_label_store_is_append_only_idempotent_and_latest_wins(tmp_path, exporte
     labelled_csv(tmp_path / "round-1.csv", labelled)
     result = read_labelled_file(tmp_path / "round-1.csv", query_ids=query_df["id"], classes=CLASSES)
 
-    store = LabelStore(tmp_path / "store" / "labels.csv")
+    store = CsvLabelStore(tmp_path / "store" / "labels.csv")
     assert store.current().empty and store.ids() == set()
     source = "s3://labelling/inbox/product_group/round-1.csv"
     assert store.append(result.accepted, round_number=1, source=source, source_sha256=result.source_sha256) == 40
