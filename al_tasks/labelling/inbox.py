@@ -248,28 +248,35 @@ def ingest_round(client: Any, config: LoopConfig, round_number: int) -> dict:
 
 # --- the round's query set out -------------------------------------------------------------------
 def export_round(client: Any, config: LoopConfig, round_number: int, *, query_csv: str, manifest: str) -> dict:
-    """Upload a round's query set and manifest to ``<outbox>/<task>/round-<n>.csv`` /
-    ``.manifest.json`` (manifest first: whoever sees the CSV can rely on the manifest).
+    """Upload a round's query set to ``<outbox>/<task>/round-<n>.csv``, the workbook
+    written next to it (``.xlsx``, when there is one) as ``round-<n>.xlsx`` and the
+    manifest as ``round-<n>.manifest.json`` (manifest first: whoever sees the query set
+    can rely on the manifest).
 
-    Re-running overwrites both. Returns ``{"query_csv_uri", "manifest_uri", "items",
-    "inbox", "expected_name"}``.
+    Re-running overwrites them. Returns ``{"query_csv_uri", "query_xlsx_uri" (None
+    without a workbook), "manifest_uri", "items", "inbox", "expected_name"}``.
     """
     csv_key, manifest_key = outbox_keys(config, round_number)
+    xlsx_key = csv_key.removesuffix(".csv") + ".xlsx"
+    workbook = Path(query_csv).with_suffix(".xlsx")
     bucket = config.bucket
     s3.upload_file(client, manifest, bucket, manifest_key)
+    xlsx_uri = s3.upload_file(client, workbook, bucket, xlsx_key) if workbook.exists() else None
     s3.upload_file(client, query_csv, bucket, csv_key)
     items = len(json.loads(Path(manifest).read_text(encoding="utf-8"))["ids"])
     result = {
         "query_csv_uri": f"s3://{bucket}/{csv_key}",
+        "query_xlsx_uri": xlsx_uri,
         "manifest_uri": f"s3://{bucket}/{manifest_key}",
         "items": items,
         "inbox": f"s3://{bucket}/{config.task_prefix('inbox_prefix')}",
         "expected_name": f"round-{int(round_number)}.csv",
     }
     log.info(
-        "query set of round %s: %s (%s items); waiting for the labelled file as %s%s",
+        "query set of round %s: %s and %s (%s items); waiting for the labelled file (.csv or .xlsx) as %s%s",
         round_number,
         result["query_csv_uri"],
+        xlsx_uri or "no workbook",
         items,
         result["inbox"],
         result["expected_name"],
