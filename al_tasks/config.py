@@ -326,6 +326,22 @@ class LoopConfig:
         minimum=0,
         maximum=1,
     )
+    max_label_file_mb: float = setting(
+        20,
+        section="loop",
+        title="Largest labelled file (MB)",
+        description="A labelled file (CSV or .xlsx) larger than this is refused before it is read "
+        "(a query set of 100 complaints is well under 1 MB).",
+        exclusive_minimum=0,
+    )
+    max_label_file_rows: int = setting(
+        0,
+        section="loop",
+        title="Most rows in a labelled file",
+        description="A labelled file with more data rows than this is refused while it is read. "
+        "0: 50 times the round's query set (at least 1000).",
+        minimum=0,
+    )
     sensor_timeout_seconds: int = setting(
         7 * 24 * 3600,
         section="loop",
@@ -507,6 +523,10 @@ class LoopConfig:
         if self.batch_size < 1:
             return max(1, int(round(self.batch_size * pool_size)))
         return int(self.batch_size)
+
+    def label_file_row_limit(self, query_size: int) -> int:
+        """Most data rows accepted in a labelled file for a query set of ``query_size`` items."""
+        return self.max_label_file_rows or max(1000, 50 * int(query_size))
 
     def task_prefix(self, prefix_field: str) -> str:
         """``"<prefix>/<task>/"`` for one of :data:`PREFIX_FIELDS` (e.g. ``"inbox_prefix"``)."""

@@ -192,15 +192,18 @@ def pending_query_sets(client: Any, cfg: LoopConfig) -> list[dict]:
     in round order.
     """
     outbox = cfg.task_prefix("outbox_prefix")
-    answered_keys = s3.list_keys(client, cfg.bucket, cfg.task_prefix("inbox_prefix"))
-    answered_keys += s3.list_keys(client, cfg.bucket, cfg.task_prefix("processed_prefix"))
+    answered_keys = [
+        (key, prefix)
+        for prefix in (cfg.task_prefix("inbox_prefix"), cfg.task_prefix("processed_prefix"))
+        for key in s3.list_keys(client, cfg.bucket, prefix)
+    ]
     pending = []
     for obj in s3.list_objects(client, cfg.bucket, outbox):
         match = _QUERY_KEY.fullmatch(obj["Key"][len(outbox) :])
         if not match:
             continue
         round_number = int(match.group(1))
-        if not any(match_inbox_key(k, round_number) for k in answered_keys):
+        if not any(match_inbox_key(k, round_number, prefix) for k, prefix in answered_keys):
             pending.append({**obj, "round": round_number})
     return sorted(pending, key=lambda obj: obj["round"])
 

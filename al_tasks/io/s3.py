@@ -25,6 +25,7 @@ __all__ = [
     "list_objects",
     "move_object",
     "object_exists",
+    "object_size",
     "read_bytes",
     "s3_client",
     "upload_file",
@@ -109,6 +110,11 @@ def object_exists(client: Any, bucket: str, key: str) -> bool:
             return False
         raise
     return True
+
+
+def object_size(client: Any, bucket: str, key: str) -> int:
+    """Size in bytes of ``s3://bucket/key`` (a HEAD request; nothing is downloaded)."""
+    return int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
 
 
 def move_object(client: Any, bucket: str, src_key: str, dst_key: str) -> str:

@@ -1,10 +1,11 @@
 """The bucket side of labelling: file names, and a round's ingest from the inbox.
 
 Names
-    A round's labelled file is ``<inbox>/<task>/round-<n>.csv`` or what spreadsheets make
-    of that name on "save as" (``Round-1 (1).CSV``, ``round-1_labelled.csv``, ...):
-    :func:`match_inbox_key` is the rule, :func:`inbox_key_regex` the same rule for the
-    sensor.
+    A round's labelled file is ``<inbox>/<task>/round-<n>.csv`` (or ``.xlsx``) or what
+    spreadsheets make of that name on "save as" (``Round-1 (1).CSV``,
+    ``round-1_labelled.xlsx``, ...): :func:`match_inbox_key` is the rule,
+    :func:`inbox_key_regex` the same rule for the sensor (one rule, so the sensor never
+    fires on a key the ingest would not take).
 
 Ingest (:func:`ingest_round`), given a boto3 S3 client
     pick the newest matching inbox file (on a re-run whose file was already moved, the
@@ -39,7 +40,8 @@ def accepted_inbox_names(round_number: int) -> list[str]:
     """Examples of file names accepted as round ``round_number``'s labelled file.
 
     The rule (:func:`match_inbox_key`): case-insensitive, starts with ``round-<n>``
-    followed by a non-digit (so round 1 never takes ``round-10.csv``), ends with ``.csv``.
+    followed by a non-digit (so round 1 never takes ``round-10.csv``), ends with ``.csv``
+    or ``.xlsx``, directly in the task's inbox folder (not in a sub-folder).
     """
     n = int(round_number)
     return [
@@ -50,46 +52,35 @@ def accepted_inbox_names(round_number: int) -> list[str]:
         f"Round-{n}.CSV",
         f"round-{n} - Sheet1.csv",
         f"round-{n}.csv.csv",
+        f"round-{n}.xlsx",
+        f"Round-{n} (1).XLSX",
     ]
 
 
 def _inbox_name_regex(round_number: int) -> str:
-    return rf"round-{int(round_number)}(?!\d)[^/]*\.csv"
+    return rf"round-{int(round_number)}(?!\d)[^/]*\.(?:csv|xlsx)"
 
 
-def match_inbox_key(key: str, round_number: int) -> bool:
-    """True if the key's (or path's) file name is a labelled file of ``round_number``.
+def match_inbox_key(key: str, round_number: int, prefix: str | None = None) -> bool:
+    """True if ``key`` is a labelled file of ``round_number`` (:func:`inbox_key_regex`).
 
-    Only the part after the last ``/`` is looked at. Spreadsheet lock files
+    ``prefix`` (the task's inbox or processed folder) given: the key must be a file
+    directly in that folder, exactly what the sensor waits for. None: only the part
+    after the last ``/`` is looked at (a local path). Spreadsheet lock files
     (``~$round-1.csv``, ``.~lock.round-1.csv#``) do not match.
     """
-    name = str(key).rsplit("/", 1)[-1]
-    return re.fullmatch(_inbox_name_regex(round_number), name, flags=re.IGNORECASE) is not None
+    if prefix is None:
+        prefix, key = "", str(key).rsplit("/", 1)[-1]
+    return re.match(inbox_key_regex(round_number, prefix), str(key)) is not None
 
 
-def matching_inbox_keys(keys: Iterable[str], round_number: int) -> list[str]:
+def matching_inbox_keys(keys: Iterable[str], round_number: int, prefix: str | None = None) -> list[str]:
     """The keys among ``keys`` that :func:`match_inbox_key` accepts, in the given order."""
-    return [k for k in keys if match_inbox_key(k, round_number)]
-
-
-def _any_case(word: str) -> str:
-    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
-
-
-def inbox_key_glob(round_number: int, prefix: str = "") -> str:
-    """Pattern for ``S3KeySensor(bucket_key=..., wildcard_match=True)``.
-
-    ``prefix + "[Rr][Oo][Uu][Nn][Dd]-<n>[!0-9]*[Cc][Ss][Vv]"``: never ``round-10.csv``
-    for round 1, and ``Round-1.CSV`` too. fnmatch cannot say "not followed by a digit"
-    without consuming a character, so it is slightly wider than :func:`match_inbox_key`;
-    pick the key afterwards with :func:`matching_inbox_keys`, or sense with
-    :func:`inbox_key_regex` instead.
-    """
-    return f"{prefix}{_any_case('round')}-{int(round_number)}[!0-9]*{_any_case('csv')}"
+    return [k for k in keys if match_inbox_key(k, round_number, prefix)]
 
 
 def inbox_key_regex(round_number: int, prefix: str = "") -> str:
-    """Exact equivalent of :func:`match_inbox_key` for ``S3KeySensor(use_regex=True)``
+    """The rule of :func:`match_inbox_key` as the pattern of ``S3KeySensor(use_regex=True)``
     (``re.match`` on the whole key; ``prefix`` is matched literally).
     """
     return f"{re.escape(prefix)}(?i:{_inbox_name_regex(round_number)})$"
@@ -99,7 +90,7 @@ def inbox_key_regex(round_number: int, prefix: str = "") -> str:
 def newest_matching(client: Any, bucket: str, prefix: str, round_number: int) -> tuple[str | None, list[str]]:
     """(newest key under ``prefix`` naming round ``round_number``'s file, the other matches)."""
     objects = {obj["Key"]: obj for obj in s3.list_objects(client, bucket, prefix)}
-    keys = matching_inbox_keys(sorted(objects), round_number)
+    keys = matching_inbox_keys(sorted(objects), round_number, prefix)
     if not keys:
         return None, []
     keys.sort(key=lambda k: (objects[k]["LastModified"], k), reverse=True)
@@ -152,21 +143,38 @@ def outbox_keys(config: LoopConfig, round_number: int) -> tuple[str, str]:
 
 # --- the round's ingest ------------------------------------------------------------------------
 def check_labelled_file(client: Any, config: LoopConfig, round_number: int, key: str) -> LabelledFile:
-    """Download ``key`` into the round's folder and check it against the round's query set."""
-    workspace = TaskWorkspace(config)
-    local = workspace.labelled_file_path(round_number, PurePosixPath(key).name)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    # Bytes as they are: a file with bad bytes must reach the checks undecoded.
-    local.write_bytes(s3.read_bytes(client, config.bucket, key))
+    """Download ``key`` into the round's folder and check it against the round's query set.
+
+    A file over ``max_label_file_mb`` is refused before it is downloaded; one with more
+    rows than :meth:`LoopConfig.label_file_row_limit` while it is read.
+    """
     source = f"s3://{config.bucket}/{key}"
+    max_bytes = int(config.max_label_file_mb * 1e6)
     query_ids = query_ids_of_round(client, config, round_number)
+    local = TaskWorkspace(config).labelled_file_path(round_number, PurePosixPath(key).name)
     try:
-        return read_labelled_file(local, query_ids=query_ids, classes=config.classes, source_name=source)
+        size = s3.object_size(client, config.bucket, key)
+        if size > max_bytes:
+            raise LabelFileError(
+                f"{source}: the file is {size / 1e6:.1f} MB, over the limit of {config.max_label_file_mb:g} MB "
+                "(setting max_label_file_mb); it was not read. A labelled query set is far smaller: "
+                "check that this is the right file, or raise the limit"
+            )
+        # Bytes as they are, streamed to disk: a file with bad bytes must reach the checks undecoded.
+        s3.download_file(client, config.bucket, key, local)
+        return read_labelled_file(
+            local,
+            query_ids=query_ids,
+            classes=config.classes,
+            source_name=source,
+            max_bytes=max_bytes,
+            max_rows=config.label_file_row_limit(len(query_ids)),
+        )
     except LabelFileError as exc:
         raise LabelFileError(
             f"{exc}. Fix the file, upload it again to s3://{config.bucket}/"
             f"{config.task_prefix('inbox_prefix')} and clear the ingest task of this run"
-        ) from exc
+        ) from None
 
 
 def record_rejects(client: Any, config: LoopConfig, round_number: int, parsed: LabelledFile) -> str | None:
@@ -174,11 +182,16 @@ def record_rejects(client: Any, config: LoopConfig, round_number: int, parsed: L
     if not len(parsed.rejects):
         return None
     source = parsed.source_name
-    write_rejects(parsed.rejects, TaskWorkspace(config).rejects_path, source=source)
-    key = config.task_prefix("rejects_prefix") + f"round-{int(round_number)}.csv"
-    s3.write_bytes(
-        client, config.bucket, key, people_csv_bytes(parsed.rejects.assign(source=source)), content_type="text/csv"
+    write_rejects(
+        parsed.rejects,
+        TaskWorkspace(config).rejects_path,
+        source=source,
+        round_number=round_number,
+        source_sha256=parsed.source_sha256,
     )
+    key = config.task_prefix("rejects_prefix") + f"round-{int(round_number)}.csv"
+    for_people = parsed.rejects.assign(source=source, source_sha256=parsed.source_sha256)
+    s3.write_bytes(client, config.bucket, key, people_csv_bytes(for_people), content_type="text/csv")
     for row in parsed.rejects.head(20).itertuples(index=False):
         log.warning("rejected %s line %s (id %r, label %r): %s", source, row.line, row.id, row.label, row.reason)
     return f"s3://{config.bucket}/{key}"
@@ -235,28 +248,35 @@ def ingest_round(client: Any, config: LoopConfig, round_number: int) -> dict:
 
 # --- the round's query set out -------------------------------------------------------------------
 def export_round(client: Any, config: LoopConfig, round_number: int, *, query_csv: str, manifest: str) -> dict:
-    """Upload a round's query set and manifest to ``<outbox>/<task>/round-<n>.csv`` /
-    ``.manifest.json`` (manifest first: whoever sees the CSV can rely on the manifest).
+    """Upload a round's query set to ``<outbox>/<task>/round-<n>.csv``, the workbook
+    written next to it (``.xlsx``, when there is one) as ``round-<n>.xlsx`` and the
+    manifest as ``round-<n>.manifest.json`` (manifest first: whoever sees the query set
+    can rely on the manifest).
 
-    Re-running overwrites both. Returns ``{"query_csv_uri", "manifest_uri", "items",
-    "inbox", "expected_name"}``.
+    Re-running overwrites them. Returns ``{"query_csv_uri", "query_xlsx_uri" (None
+    without a workbook), "manifest_uri", "items", "inbox", "expected_name"}``.
     """
     csv_key, manifest_key = outbox_keys(config, round_number)
+    xlsx_key = csv_key.removesuffix(".csv") + ".xlsx"
+    workbook = Path(query_csv).with_suffix(".xlsx")
     bucket = config.bucket
     s3.upload_file(client, manifest, bucket, manifest_key)
+    xlsx_uri = s3.upload_file(client, workbook, bucket, xlsx_key) if workbook.exists() else None
     s3.upload_file(client, query_csv, bucket, csv_key)
     items = len(json.loads(Path(manifest).read_text(encoding="utf-8"))["ids"])
     result = {
         "query_csv_uri": f"s3://{bucket}/{csv_key}",
+        "query_xlsx_uri": xlsx_uri,
         "manifest_uri": f"s3://{bucket}/{manifest_key}",
         "items": items,
         "inbox": f"s3://{bucket}/{config.task_prefix('inbox_prefix')}",
         "expected_name": f"round-{int(round_number)}.csv",
     }
     log.info(
-        "query set of round %s: %s (%s items); waiting for the labelled file as %s%s",
+        "query set of round %s: %s and %s (%s items); waiting for the labelled file (.csv or .xlsx) as %s%s",
         round_number,
         result["query_csv_uri"],
+        xlsx_uri or "no workbook",
         items,
         result["inbox"],
         result["expected_name"],

@@ -2,7 +2,9 @@
 
 :func:`read_labelled_file` runs four steps, each a function of its own:
 
-1. :func:`parse_table` -- bytes to a header and records (encoding, delimiter, quoting);
+1. :func:`parse_table` -- records streamed from a CSV (:func:`csv_records`: encoding,
+   delimiter, quoting) or an .xlsx's first sheet (:func:`workbook_records`) to a header
+   and data rows, within the size and row limits;
    a file that cannot be read at all raises :class:`~al_tasks.errors.LabelFileError`
    naming the file, the line and the problem;
 2. :func:`check_rows` -- each row against the round's query ids and the classes;
@@ -17,11 +19,15 @@ Every non-blank data row lands in exactly one of accepted, skipped and rejected.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import difflib
 import hashlib
 import io
+import itertools
 import os
-from collections.abc import Iterable
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +38,8 @@ from al_tasks.labelling.ids import normalise_id
 
 #: Columns every rejects frame starts with (the row's other cells follow).
 REJECT_COLUMNS = ("line", "id", "label", "reason")
-_UTF8_BOM = b"\xef\xbb\xbf"
+#: A number as a spreadsheet shows a long one: ``9.82274E+08``.
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
 
 
 @dataclass
@@ -118,29 +125,143 @@ def printable(cell: str) -> str:
 
 
 # --- 1. parse --------------------------------------------------------------------------------
-def parse_table(raw: bytes, name: str) -> Table:
-    """Decode and split a labelled CSV; raises :class:`LabelFileError` if it cannot be read."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+#: First bytes of a zip archive (an .xlsx workbook is one) and of an old binary .xls workbook.
+_ZIP_MAGIC, _OLE_MAGIC = b"PK\x03\x04", b"\xd0\xcf\x11\xe0"
+_WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
+#: Unpacked size of a workbook per byte of its limit (an .xlsx packs about 5-10x).
+_WORKBOOK_UNPACKED_RATIO = 20
+_MAX_MESSAGE_CELL = 60
+
+
+def short(text: str, limit: int = _MAX_MESSAGE_CELL) -> str:
+    """``text`` made printable and cut to ``limit`` characters, for messages."""
+    text = printable(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_size(path: Path, name: str, max_bytes: int | None) -> None:
+    """Refuse a file larger than ``max_bytes`` before reading any of it."""
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise LabelFileError(
+            f"{name}: the file is {size / 1e6:.1f} MB, over the limit of {max_bytes / 1e6:g} MB "
+            "(setting max_label_file_mb); it was not read. A labelled query set is far smaller: "
+            "check that this is the right file, or raise the limit"
+        )
+
+
+def file_kind(path: Path, name: str) -> str:
+    """``"xlsx"`` or ``"csv"``, by the file's first bytes (its name may lie)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(_ZIP_MAGIC):
+        if name.lower().endswith(_WORKBOOK_SUFFIXES) or path.name.lower().endswith(_WORKBOOK_SUFFIXES):
+            return "xlsx"
+        raise LabelFileError(
+            f"{name}: line 1: this is an Excel workbook (.xlsx) saved under a {Path(name).suffix or 'CSV'} name, "
+            "not a CSV; save it as 'CSV UTF-8 (comma delimited)', or drop the workbook itself as round-<n>.xlsx"
+        )
+    if head.startswith(_OLE_MAGIC):
+        raise LabelFileError(
+            f"{name}: line 1: this is an old-format Excel workbook (.xls), not a CSV; "
+            "save it as 'CSV UTF-8 (comma delimited)' or as an .xlsx workbook"
+        )
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise LabelFileError(
             f"{name}: line 1: the file is UTF-16 (Excel 'Unicode Text'); save it as 'CSV UTF-8 (comma delimited)'"
         )
-    body = raw[len(_UTF8_BOM) :] if raw.startswith(_UTF8_BOM) else raw
-    if not body.strip():
-        raise LabelFileError(f"{name}: has no rows (the file is empty)")
-    text = body.decode("utf-8", "surrogateescape")
-    delimiter = _guess_delimiter(text.split("\n", 1)[0])
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    records: list[list[str]] = []
+    return "csv"
+
+
+def csv_records(path: Path, name: str) -> Iterator[list[str]]:
+    """The CSV's records one at a time (UTF-8, BOM dropped, bad bytes kept as surrogates)."""
+    with open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        first = text.readline()
+        reader = csv.reader(itertools.chain([first], text), delimiter=_guess_delimiter(first), strict=True)
+        count = 0
+        try:
+            for record in reader:
+                count += 1
+                yield record
+        except csv.Error as exc:
+            raise LabelFileError(
+                f"{name}: line {count + 1}: broken CSV quoting ({short(str(exc))}); check the cell quotes on that row"
+            ) from None
+
+
+def workbook_records(path: Path, name: str, max_bytes: int | None) -> Iterator[list[str]]:
+    """The rows of an .xlsx workbook's first sheet as text cells, one at a time."""
+    from openpyxl import load_workbook
+
     try:
-        for record in reader:
-            records.append(record)
-    except csv.Error as exc:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise LabelFileError(
-            f"{name}: line {len(records) + 1}: broken CSV quoting ({exc}); check the cell quotes on that row"
-        ) from exc
-    header = _header_names(records[0], name)
-    id_at, label_at = _key_columns(header, name)
-    table = Table(name, header, list(enumerate(records[1:], start=2)), id_at, label_at)
+            f"{name}: line 1: the workbook cannot be opened ({short(str(exc))}); "
+            "save it again as .xlsx, or as 'CSV UTF-8 (comma delimited)'"
+        ) from None
+    if max_bytes is not None and unpacked > _WORKBOOK_UNPACKED_RATIO * max_bytes:
+        workbook.close()
+        raise LabelFileError(
+            f"{name}: the workbook unpacks to {unpacked / 1e6:.0f} MB, over {_WORKBOOK_UNPACKED_RATIO} x "
+            "the limit (setting max_label_file_mb); it was not read"
+        )
+    try:
+        line = 0
+        for row in workbook.worksheets[0].iter_rows():
+            cells = [c for c in row if getattr(c, "row", None)]
+            at = cells[0].row if cells else line + 1
+            while line + 1 < at:  # rows the sheet leaves out are empty
+                line += 1
+                yield []
+            line = at
+            yield [workbook_cell_text(c.value) for c in row]
+    finally:
+        workbook.close()
+
+
+def workbook_cell_text(value: object) -> str:
+    """A workbook cell's value as the text a CSV of it would hold."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else format(value, ".15g")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def parse_table(records: Iterable[list[str]], name: str, max_rows: int | None = None) -> Table:
+    """Header and data records of a labelled file; raises :class:`LabelFileError` if it
+    cannot be read, has NUL bytes, or has more than ``max_rows`` data rows.
+    """
+    rows: list[tuple[int, list[str]]] = []
+    header: list[str] | None = None
+    for line, record in enumerate(records, start=1):
+        if any("\x00" in cell for cell in record):
+            raise LabelFileError(
+                f"{name}: line {line}: the file has NUL bytes (\\x00), so it is not a plain-text CSV "
+                "(a damaged or binary file); open it in the spreadsheet and save it as 'CSV UTF-8 (comma delimited)'"
+            )
+        if header is None:
+            header = record
+        elif max_rows is not None and line - 1 > max_rows:
+            raise LabelFileError(
+                f"{name}: line {line}: more than {max_rows} data rows (setting max_label_file_rows); "
+                "the rest was not read. Check that this is the round's labelled query set, or raise the limit"
+            )
+        else:
+            rows.append((line, record))
+    if header is None or (not any(cell.strip() for cell in header) and not rows):
+        raise LabelFileError(f"{name}: has no rows (the file is empty)")
+    names = _header_names(header)
+    id_at, label_at = _key_columns(names, header, name)
+    table = Table(name, names, rows, id_at, label_at)
     if not table.nonblank:
         blank = " and blank rows" if table.records else ""
         raise LabelFileError(f"{name}: has no rows (only a header{blank})")
@@ -156,29 +277,45 @@ def _guess_delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _header_names(header: list[str], name: str) -> list[str]:
-    if any(has_undecodable(cell) for cell in header):
-        raise LabelFileError(
-            f"{name}: line 1: the header has bytes that are not valid UTF-8 "
-            f"({printable(','.join(header))!r}); save the file as 'CSV UTF-8'"
-        )
+def _header_names(header: list[str]) -> list[str]:
     return [
-        cell.replace("\ufeff", "").strip().lower() or f"column_{position}"
+        printable(cell).replace("\ufeff", "").strip().lower() or f"column_{position}"
         for position, cell in enumerate(header, start=1)
     ]
 
 
-def _key_columns(header: list[str], name: str) -> tuple[int, int]:
+def _key_columns(header: list[str], raw_header: list[str], name: str) -> tuple[int, int]:
     missing = [c for c in ("id", "label") if c not in header]
     if missing:
+        hint = (
+            "; the header has bytes that are not valid UTF-8: save the file as 'CSV UTF-8'"
+            if any(has_undecodable(cell) for cell in raw_header)
+            else ""
+        )
         raise LabelFileError(
             f"{name}: line 1: the header must have columns 'id' and 'label'; missing "
-            f"{', '.join(repr(c) for c in missing)} (found: {', '.join(header)})"
+            f"{', '.join(repr(c) for c in missing)} (found: {short(', '.join(header), 120)}){hint}"
         )
     for column in ("id", "label"):
         if header.count(column) > 1:
             raise LabelFileError(f"{name}: line 1: column {column!r} appears more than once")
     return header.index("id"), header.index("label")
+
+
+def encoding_warnings(table: Table) -> list[str]:
+    """Notes on bytes that are not UTF-8 in columns the ingest ignores (they cost no label)."""
+    keys = {table.id_at, table.label_at}
+    lines_by_column: dict[str, list[int]] = {}
+    for line, record in table.records:
+        for at, cell in enumerate(record):
+            if at not in keys and has_undecodable(cell):
+                column = table.header[at] if at < len(table.header) else f"extra_{at - len(table.header) + 1}"
+                lines_by_column.setdefault(column, []).append(line)
+    return [
+        f"{table.name}: column {column!r} has bytes that are not valid UTF-8 on {len(lines)} row(s) "
+        f"(first at line {lines[0]}); the column is not used, so no label is lost; save the file as 'CSV UTF-8'"
+        for column, lines in lines_by_column.items()
+    ]
 
 
 # --- 2. check ---------------------------------------------------------------------------------
@@ -191,11 +328,7 @@ def check_rows(table: Table, query_ids: Iterable[object], classes: Iterable[str]
     for line, record in table.nonblank:
         cells = record + [""] * (len(table.header) - len(record))
         row = Row(line, cells, cells[table.id_at], cells[table.label_at])
-        bad_columns = [
-            table.header[i] if i < len(table.header) else f"extra_{i - len(table.header) + 1}"
-            for i, cell in enumerate(cells)
-            if has_undecodable(cell)
-        ]
+        bad_columns = [table.header[i] for i in (table.id_at, table.label_at) if has_undecodable(cells[i])]
         if bad_columns:
             row.problems.append(
                 f"bytes that are not valid UTF-8 in column(s) {', '.join(bad_columns)} (save the file as 'CSV UTF-8')"
@@ -213,8 +346,14 @@ def _check_id(row: Row, known_ids: set[str]) -> None:
         candidate = normalise_id(row.raw_id)
         if candidate in known_ids:
             row.item_id = candidate
+        elif _SCIENTIFIC.fullmatch(row.raw_id.strip()):
+            row.problems.append(
+                f"id {short(row.raw_id.strip())!r} is a number in scientific notation: the spreadsheet turned "
+                "the id into a number and dropped digits; format the id column as text (or use the .xlsx "
+                "query set) and copy the ids from the query set again"
+            )
         else:
-            row.problems.append(f"unknown id {row.raw_id.strip()!r}: not in this round's query set")
+            row.problems.append(f"unknown id {short(row.raw_id.strip())!r}: not in this round's query set")
 
 
 def _check_label(row: Row, class_list: list[str], canonical: dict[str, str]) -> None:
@@ -231,7 +370,7 @@ def _check_label(row: Row, class_list: list[str], canonical: dict[str, str]) -> 
     else:
         hint = difflib.get_close_matches(stripped, class_list, n=1, cutoff=0.6)
         row.problems.append(
-            f"label {stripped!r} is not one of [{', '.join(class_list)}]"
+            f"label {short(stripped)!r} is not one of [{', '.join(class_list)}]"
             + (f" (did you mean {hint[0]!r}?)" if hint else "")
         )
 
@@ -300,7 +439,9 @@ def reject_frame(table: Table, rejected: list[Row]) -> pd.DataFrame:
     return frame
 
 
-def assemble(table: Table, rows: list[Row], keepers: list[Row], source_sha256: str) -> LabelledFile:
+def assemble(
+    table: Table, rows: list[Row], keepers: list[Row], source_sha256: str, warnings: list[str] | None = None
+) -> LabelledFile:
     """The :class:`LabelledFile` of checked rows and their keepers."""
     accepted = sorted((r for r in keepers if r.label is not None and not r.problems), key=lambda r: r.line)
     skipped = sorted((r for r in keepers if r.label is None and not r.problems), key=lambda r: r.line)
@@ -317,6 +458,7 @@ def assemble(table: Table, rows: list[Row], keepers: list[Row], source_sha256: s
         source_name=table.name,
         blank_rows=len(table.records) - len(table.nonblank),
         data_rows=len(table.records),
+        warnings=list(warnings or []),
     )
 
 
@@ -326,37 +468,52 @@ def read_labelled_file(
     query_ids: Iterable[object],
     classes: Iterable[str],
     source_name: str | None = None,
+    max_bytes: int | None = None,
+    max_rows: int | None = None,
 ) -> LabelledFile:
-    """Check a labelled CSV against the round's query set and the allowed classes.
+    """Check a labelled file (CSV, or an .xlsx workbook's first sheet) against the round's
+    query set and the allowed classes.
 
     Parameters
     ----------
-    path : the file as the labeller returned it
+    path : the file as the labeller returned it; what it is (CSV or workbook) is told by
+        its first bytes, not its name
     query_ids : ids of this round's query set (ints or strings)
     classes : allowed labels in their configured spelling; a label matches one
         case-insensitively after trimming and is stored in that spelling. Empty: any
         non-blank label is accepted.
     source_name : name used in messages and results (e.g. the S3 URI); default ``path``
+    max_bytes : refuse a larger file before reading it (None: no limit)
+    max_rows : refuse a file with more data rows, without reading the rest (None: no limit)
 
     Returns
     -------
     LabelledFile. A blank label skips the row; an id outside ``query_ids``, a label
-    outside ``classes``, bytes that are not UTF-8 or a missing id reject it; duplicates
-    and conflicts as in :func:`resolve_duplicates`. A row's ``reason`` lists all its
-    problems, separated by ``"; "``.
+    outside ``classes``, bytes that are not UTF-8 in the id or label or a missing id
+    reject it (bad bytes in other columns only add a warning); duplicates and conflicts
+    as in :func:`resolve_duplicates`. A row's ``reason`` lists all its problems,
+    separated by ``"; "``.
 
     Raises
     ------
     LabelFileError
-        the file is empty or has only a header; the header lacks ``id`` or ``label``,
-        repeats one of them, or is not UTF-8; the quoting is broken (the line is named).
+        the file is over a limit, empty or has only a header; the header lacks ``id`` or
+        ``label`` or repeats one; it is UTF-16, an .xls, a workbook under a CSV name, has
+        NUL bytes or broken quoting (the line is named).
     """
     path = Path(path)
-    raw = path.read_bytes()
-    table = parse_table(raw, source_name or str(path))
+    name = source_name or str(path)
+    check_size(path, name, max_bytes)
+    if file_kind(path, name) == "xlsx":
+        records = workbook_records(path, name, max_bytes)
+    else:
+        records = csv_records(path, name)
+    table = parse_table(records, name, max_rows)
     rows = check_rows(table, query_ids, classes)
     keepers = resolve_duplicates(rows)
-    return assemble(table, rows, keepers, hashlib.sha256(raw).hexdigest())
+    with open(path, "rb") as handle:
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    return assemble(table, rows, keepers, sha256, encoding_warnings(table))
 
 
 def _dedupe(names: list[str], taken: set[str]) -> list[str]:

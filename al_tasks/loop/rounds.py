@@ -145,7 +145,7 @@ def query_round(
 ) -> dict:
     """Query the pool with the round's model; write the query set, manifest and plot.
 
-    Returns ``{"round", "query_csv", "manifest", "plot", "pool_size", "n_queried",
+    Returns ``{"round", "query_csv", "query_xlsx", "manifest", "plot", "pool_size", "n_queried",
     "strategy", "query_seconds", "query_ids", "model_version"}``.
     """
     fs = feature_set_for(config, features, spark=spark)
@@ -170,18 +170,20 @@ def query_round(
         model_version=str(model_version),
         strategy=config.strategy,
         task=config.task,
+        classes=config.classes,
     )
     items.to_parquet(out / "query.parquet", index=False)
     plot = plot_round(config, fs, model, round_number, items["id"].to_numpy(), out / "pool.png")
     if run_id:
         tracking = client(config)
-        for path in (out / "query.csv", out / "manifest.json", plot):
+        for path in (out / "query.csv", out / "query.xlsx", out / "manifest.json", plot):
             tracking.log_artifact(run_id, str(path), artifact_path="query")
         tracking.log_metric(run_id, "pool_size", result.pool_size, step=round_number)
         tracking.log_metric(run_id, "query_seconds", result.seconds, step=round_number)
     return {
         "round": round_number,
         "query_csv": str(out / "query.csv"),
+        "query_xlsx": str(out / "query.xlsx"),
         "manifest": str(out / "manifest.json"),
         "plot": str(plot),
         "pool_size": result.pool_size,

@@ -304,7 +304,7 @@ def _score_into(
             ),
         )
     rejects = _pool(config, day, fs, pool_docs, rejects, summary, spark)
-    rejects.to_csv(out / "rejects.csv", index=False)
+    atomic_write_bytes(out / "rejects.csv", people_csv_bytes(rejects))  # for people: formula-safe
     summary["n_rejected"] = int(len(rejects))
     return summary
 

@@ -155,7 +155,7 @@ def test_one_round_end_to_end(first_round):
 
     import pandas as pd
 
-    rejects = pd.read_csv(workspace.rejects_path, dtype=str, keep_default_na=False)
+    rejects = pd.read_csv(workspace.rejects_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     reasons = dict(zip(rejects["id"], rejects["reason"]))
     assert set(reasons) == {manifest["ids"][0], UNKNOWN_ID}
     assert f"label '{BAD_LABEL}' is not one of" in reasons[manifest["ids"][0]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import fnmatch
 import hashlib
 import io
 import json
@@ -19,7 +18,6 @@ from al_tasks.labelling.export import QUERY_CSV_COLUMNS, export_query_set
 from al_tasks.labelling.ids import normalise_id
 from al_tasks.labelling.inbox import (
     accepted_inbox_names,
-    inbox_key_glob,
     inbox_key_regex,
     match_inbox_key,
     matching_inbox_keys,
@@ -329,26 +327,37 @@ def test_conflicting_labels_reject_every_row_of_the_id(tmp_path, sample):
     assert "'credit_card' (line 4)" in conflict["reason"].iloc[0]
 
 
-def test_non_utf8_rows_are_rejected_and_kept(tmp_path, exported, sample):
+def test_non_utf8_bytes_in_an_ignored_column_cost_no_label(tmp_path, exported, sample):
     """Excel's plain 'CSV' save writes Windows-1252: the real narratives with ’ and •
-    become bytes that are not UTF-8. Only those rows are rejected."""
+    become bytes that are not UTF-8. The text column is not used: every label is kept,
+    and a warning names the column."""
     query_df, path, _ = exported
     labelled = read_query_csv(path)
     labelled["label"] = [truth_of(sample)[i] for i in labelled["id"]]
     labelled_csv(tmp_path / "round-1.csv", labelled, encoding="cp1252")
 
     result = read_labelled_file(tmp_path / "round-1.csv", query_ids=query_df["id"], classes=CLASSES)
-    non_ascii_ids = set(sample.loc[sample[TEXT].str.contains(r"[^\x00-\x7f]"), ID])
-    assert set(result.rejects["id"]) == non_ascii_ids
-    assert result.rejects["reason"].str.contains("not valid UTF-8 in column\\(s\\) text").all()
-    assert result.rejects["text"].str.contains(r"\\x92|\\x95").all()  # bytes shown, not dropped
-    assert len(result.accepted) == len(sample) - len(non_ascii_ids)
+    assert result.rejects.empty and len(result.accepted) == len(sample)
+    assert len(result.warnings) == 1
+    assert "column 'text' has bytes that are not valid UTF-8 on 4 row(s)" in result.warnings[0]
+    assert "no label is lost" in result.warnings[0]
 
 
-def test_undecodable_header_is_a_file_error(tmp_path):
+def test_non_utf8_bytes_in_the_label_reject_the_row(tmp_path):
+    path = write(tmp_path, "round-1.csv", b"id,label\n1,mortgage\n2,cr\xe9dit\n")
+    result = read_labelled_file(path, query_ids=["1", "2"], classes=CLASSES)
+    assert result.accepted["id"].tolist() == ["1"]
+    assert result.rejects["label"].tolist() == ["cr\\xe9dit"]
+    assert "not valid UTF-8 in column(s) label" in result.rejects["reason"].item()
+
+
+def test_undecodable_header_of_an_ignored_column_is_a_warning(tmp_path):
     path = write(tmp_path, "round-1.csv", b"id,label,r\xe9sum\xe9\n1,mortgage,x\n")
-    with pytest.raises(LabelFileError, match=r"round-1\.csv: line 1: the header has bytes that are not valid UTF-8"):
-        read_labelled_file(path, query_ids=["1"], classes=CLASSES)
+    result = read_labelled_file(path, query_ids=["1"], classes=CLASSES)
+    assert result.accepted["label"].tolist() == ["mortgage"]
+    broken = write(tmp_path, "round-3.csv", b"id,l\xe1bel\n1,mortgage\n")
+    with pytest.raises(LabelFileError, match=r"round-3\.csv: line 1: .*missing 'label'.*not valid UTF-8"):
+        read_labelled_file(broken, query_ids=["1"], classes=CLASSES)
     utf16 = write(tmp_path, "round-2.csv", "id,label\n1,mortgage\n".encode("utf-16"))
     with pytest.raises(LabelFileError, match=r"round-2\.csv: line 1: the file is UTF-16"):
         read_labelled_file(utf16, query_ids=["1"], classes=CLASSES)
@@ -402,14 +411,14 @@ def test_nothing_is_lost(tmp_path, exported, sample):
     rejects_path = tmp_path / "rejects" / "rejects.csv"
     assert write_rejects(result.rejects, rejects_path, source="s3://b/inbox/t/round-1_labelled.csv") == 8
     assert write_rejects(result.rejects, rejects_path, source="s3://b/inbox/t/round-1_labelled.csv") == 0
-    stored = pd.read_csv(rejects_path, dtype=str, keep_default_na=False)
+    stored = pd.read_csv(rejects_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     assert len(stored) == 8 and (stored["source"] == "s3://b/inbox/t/round-1_labelled.csv").all()
     assert sorted(stored["line"].astype(int)) == sorted(result.rejects["line"])
     assert stored.loc[stored["line"] == "47", "text"].item() == "caf\\xe9 latin-1"
     # A later file with other columns is appended, nothing is dropped.
     other = pd.DataFrame({"line": [2], "id": ["5"], "label": ["x"], "reason": ["no id"], "note": ["n"]})
     assert write_rejects(other, rejects_path, source="round-2.csv") == 1
-    stored = pd.read_csv(rejects_path, dtype=str, keep_default_na=False)
+    stored = pd.read_csv(rejects_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     assert len(stored) == 9 and stored["note"].tolist()[-1] == "n"
 
 
@@ -462,12 +471,10 @@ def test_label_store_is_append_only_idempotent_and_latest_wins(tmp_path, exporte
 def test_inbox_names_spreadsheets_produce_are_accepted(round_number):
     names = accepted_inbox_names(round_number)
     assert f"round-{round_number}.csv" in names and len(names) >= 7
-    glob = inbox_key_glob(round_number, prefix="inbox/product_group/")
     regex = inbox_key_regex(round_number, prefix="inbox/product_group/")
     for name in names:
         key = f"inbox/product_group/{name}"
         assert match_inbox_key(key, round_number), name
-        assert fnmatch.fnmatchcase(key, glob), name
         assert re.match(regex, key), name
 
 
@@ -478,7 +485,11 @@ def test_inbox_names_spreadsheets_produce_are_accepted(round_number):
         ("round-1.csv", 10),
         ("round-11 (1).csv", 1),
         ("round-2.csv", 1),
-        ("round-1.xlsx", 1),
+        ("round-1.xls", 1),
+        ("round-1.xlsx.tmp", 1),
+        ("~$round-1.xlsx", 1),
+        ("round-1-old/notes.csv", 1),
+        ("round-1/round-1.csv", 1),
         ("round-1.csv.tmp", 1),
         ("~$round-1.csv", 1),
         (".~lock.round-1.csv#", 1),
@@ -490,17 +501,23 @@ def test_inbox_names_spreadsheets_produce_are_accepted(round_number):
 )
 def test_inbox_names_of_other_rounds_and_files_are_not(name, round_number):
     key = f"inbox/product_group/{name}"
-    assert not match_inbox_key(key, round_number)
+    assert not match_inbox_key(key, round_number, "inbox/product_group/")
     assert not re.match(inbox_key_regex(round_number, "inbox/product_group/"), key)
 
 
-def test_inbox_glob_for_the_sensor_does_not_fire_on_round_10():
-    glob = inbox_key_glob(1, prefix="inbox/t/")
-    assert fnmatch.fnmatchcase("inbox/t/round-1.csv", glob)
-    assert fnmatch.fnmatchcase("inbox/t/ROUND-1 (2).Csv", glob)
-    assert not fnmatch.fnmatchcase("inbox/t/round-10.csv", glob)
-    assert not fnmatch.fnmatchcase("inbox/other/round-1.csv", glob)
-    # The sensor lists keys under the text before the first wildcard character.
-    assert re.split(r"[\[*?]", glob, maxsplit=1)[0] == "inbox/t/"
-    keys = ["inbox/t/round-10.csv", "inbox/t/Round-1 (1).CSV", "inbox/t/round-1.json"]
-    assert matching_inbox_keys(keys, 1) == ["inbox/t/Round-1 (1).CSV"]
+def test_the_sensor_pattern_is_the_ingest_rule():
+    """The sensor fires only on keys the ingest takes: never a file in a sub-folder, of
+    another round or another task."""
+    regex = inbox_key_regex(1, prefix="inbox/t/")
+    keys = [
+        "inbox/t/round-10.csv",
+        "inbox/t/Round-1 (1).CSV",
+        "inbox/t/round-1.json",
+        "inbox/t/round-1-old/notes.csv",
+        "inbox/t/round-1.xlsx",
+        "inbox/other/round-1.csv",
+        "inbox/t/sub/round-1.csv",
+    ]
+    sensed = [k for k in keys if re.match(regex, k)]
+    assert sensed == matching_inbox_keys([k for k in keys if k.startswith("inbox/t/")], 1, "inbox/t/")
+    assert sensed == ["inbox/t/Round-1 (1).CSV", "inbox/t/round-1.xlsx"]
