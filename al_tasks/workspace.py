@@ -89,6 +89,14 @@ class TaskWorkspace:
     def feature_dir(self, fingerprint: str) -> Path:
         return self.inside(self.features_dir / fingerprint)
 
+    @property
+    def corpus_root(self) -> Path:
+        """``<workspace>/<task>/corpus``: ingested corpora, one folder per corpus fingerprint."""
+        return self.root / "corpus"
+
+    def corpus_dir(self, fingerprint: str) -> Path:
+        return self.inside(self.corpus_root / fingerprint)
+
     # --- labels ------------------------------------------------------------------------
     @property
     def labels_dir(self) -> Path:

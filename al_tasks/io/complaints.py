@@ -1,7 +1,7 @@
 """New complaint files in CFPB format: CSV, CSV.gz and JSON lines, local or on S3.
 
 The daily ingest DAG and the streaming scorer read complaint files with the same code
-and the same rules as the corpus (:func:`al_tasks.io.corpus.read_corpus`): rows without
+and the same rules as the corpus (:func:`al_tasks.io.corpus.iter_corpus_chunks`): rows without
 narrative, with a non-integer id, with bytes that are not UTF-8 or with an id already
 seen are rejected with their file, line and reason.
 
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from al_tasks.config import LoopConfig
-from al_tasks.io.corpus import read_corpus
+from al_tasks.io.corpus import iter_corpus_chunks
 
 DATE_COLUMN = "Date received"
 #: File name endings a landing folder (or stream source) may hold.
@@ -70,8 +70,8 @@ def read_complaint_file(
     """Read one CFPB-format file (CSV, CSV.gz or JSON lines) with the corpus rules.
 
     Rows without narrative, with a non-integer id, with bytes that are not UTF-8 or with
-    an id already seen in the file are rejected, exactly as :func:`al_tasks.corpus.read_corpus`
-    does for the corpus (it does the checking).
+    an id already seen in the file are rejected, exactly as the corpus reader
+    :func:`al_tasks.io.corpus.iter_corpus_chunks` does (it does the checking).
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ def read_complaint_file(
         with tempfile.TemporaryDirectory(prefix="al-jsonl-") as tmp:
             csv_path, line_of_row, json_rejects = _jsonl_to_csv(path, Path(tmp) / "rows.csv", config)
             docs, rejects = _read_csv_file(csv_path, config, name, extra_columns)
-        # read_corpus numbers records from 2 (header = 1); map back to JSON line numbers.
+        # The reader numbers records from 2 (header = 1); map back to JSON line numbers.
         rejects["line"] = line_of_row[rejects["line"].to_numpy(dtype=np.int64) - 2]
         docs["line"] = line_of_row[docs["line"].to_numpy(dtype=np.int64) - 2]
         rejects = pd.concat([json_rejects.assign(file=name), rejects], ignore_index=True)
@@ -103,30 +103,22 @@ def read_complaint_file(
 
 
 def _read_csv_file(path: Path, config: LoopConfig, name: str, extra_columns: list[str]):
-    corpus = read_corpus(path, config, with_labels=False)
-    rejects = corpus.rejects.assign(file=name, stage="read")[list(REJECT_COLUMNS)]
-    # read_corpus keeps id and text only; the same pandas options give the same records,
-    # so the kept ones are the positions not rejected (its line = position + 2).
-    raw = pd.read_csv(
-        path,
-        dtype=str,
-        keep_default_na=False,
-        encoding="utf-8",
-        encoding_errors="replace",
-        usecols=lambda c: c in {config.id_column, *extra_columns},
-    )
-    kept = np.setdiff1d(np.arange(len(raw)), corpus.rejects["line"].to_numpy(dtype=np.int64) - 2)
-    if len(kept) != len(corpus.docs):
-        raise RuntimeError(f"{path}: {len(kept)} kept records but read_corpus returned {len(corpus.docs)}")
-    docs = corpus.docs[["id", "text"]].assign(file=name, line=(kept + 2).astype(np.int64))
-    for column in extra_columns:
-        values = raw[column].to_numpy(dtype=object)[kept] if column in raw.columns else np.full(len(kept), "", object)
-        docs[column] = pd.Series(values, index=docs.index, dtype="str")
+    """One CSV/CSV.gz through the corpus reader (:func:`~al_tasks.io.corpus.iter_corpus_chunks`)."""
+    docs, rejects = [], []
+    for chunk_docs, chunk_rejects in iter_corpus_chunks(path, config, with_labels=False, extra_columns=extra_columns):
+        docs.append(chunk_docs)
+        rejects.append(chunk_rejects)
+    if not docs:
+        raise pd.errors.EmptyDataError(f"{path}: no records")
+    docs = pd.concat(docs, ignore_index=True)
+    extras = {c: docs[c] for c in extra_columns}
+    docs = docs[["id", "text"]].assign(file=name, line=docs["line"].to_numpy(np.int64), **extras)
+    rejects = pd.concat(rejects, ignore_index=True).assign(file=name, stage="read")[list(REJECT_COLUMNS)]
     return docs.reset_index(drop=True), rejects.reset_index(drop=True)
 
 
 def _jsonl_to_csv(path: Path, out: Path, config: LoopConfig) -> tuple[Path, np.ndarray, pd.DataFrame]:
-    """JSON lines -> a UTF-8 CSV read_corpus can check; (csv, JSON line of each row, rejects).
+    """JSON lines -> a UTF-8 CSV the corpus reader can check; (csv, JSON line of each row, rejects).
 
     A line that is not UTF-8 or not a JSON object is rejected here, because once decoded
     with replacement it could no longer be told apart.
