@@ -52,7 +52,7 @@ PRODUCT_GROUPS = (
 )
 
 #: Query strategies by name (``al_tasks.ml.strategies`` implements each).
-STRATEGY_NAMES = ("margin", "uncertainty", "entropy", "ranked_batch", "random")
+STRATEGY_NAMES = ("margin", "uncertainty", "entropy", "ranked_batch", "balanced_margin", "badge", "random")
 
 #: Sections of the configuration, in the order they are shown.
 SECTIONS = {
@@ -250,10 +250,26 @@ class LoopConfig:
         description="Lower bound of the search for log(C) of logistic regression.",
     )
     log_c_high: float = setting(
-        1.0,
+        5.0,
         section="tuning",
         title="log(C) high",
         description="Upper bound of the search for log(C) of logistic regression.",
+    )
+    c_bound_shifts: int = setting(
+        1,
+        section="tuning",
+        title="C range shifts",
+        description="When the best C sits at a bound of its search range, search again this many times "
+        "in a range shifted by half its width past that bound (0: never). Each re-search costs "
+        "half of max_evals.",
+        minimum=0,
+    )
+    search_class_weight: bool = setting(
+        True,
+        section="tuning",
+        title="Search class weights",
+        description="Let the search choose class_weight between none and balanced (False: none only, "
+        "as the seed recipe).",
     )
     use_spark_trials: bool = setting(
         False,
@@ -275,7 +291,9 @@ class LoopConfig:
         section="query",
         title="Query strategy",
         description="How items are picked: margin, uncertainty or entropy (least sure first), "
-        "ranked_batch (uncertain and diverse), random (baseline).",
+        "ranked_batch (uncertain and diverse), balanced_margin (margin spread over the predicted "
+        "classes, rarest labelled class first), badge (k-means++ on gradient embeddings: uncertain "
+        "and diverse), random (baseline).",
         choices=STRATEGY_NAMES,
     )
     batch_size: float = setting(
@@ -289,8 +307,9 @@ class LoopConfig:
         5000,
         section="query",
         title="Ranked-batch candidates",
-        description="Ranked batch re-ranks this many of the most uncertain pool items "
-        "(at least 5x the batch), because it needs pairwise distances.",
+        description="ranked_batch, balanced_margin and badge pick the batch from this many of the most "
+        "uncertain pool items (at least 5x the batch), because they need pairwise distances or "
+        "class quotas.",
         minimum=1,
     )
 

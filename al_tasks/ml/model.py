@@ -32,6 +32,8 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of str, shape (n_classes,), equal to ``classes``
     seen_classes_ : ndarray of str, classes present in the training labels
+    class_counts_ : ndarray of int64, shape (n_classes,), training labels per class of
+        ``classes_`` (class-balanced querying spreads a batch by them)
     """
 
     def __init__(self, classes=(), C: float = 1.0, penalty: str = "l2", class_weight=None, random_state: int = 0):
@@ -65,6 +67,7 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         if unknown:
             raise ValueError(f"labels {unknown} are not among the configured classes {list(self.classes_)}")
         self.seen_classes_ = np.asarray(sorted(set(y)), dtype=object)
+        self.class_counts_ = np.array([int(np.sum(y == c)) for c in self.classes_], dtype=np.int64)
         column_of = {c: i for i, c in enumerate(self.classes_)}
         self._columns = np.array([column_of[c] for c in self.seen_classes_])
         self.n_features_in_ = X.shape[1]

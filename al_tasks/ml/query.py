@@ -3,9 +3,10 @@
 The pool is scored in parallel by Spark (``mapInArrow``, model broadcast): each
 partition keeps its own top-k, the driver merges them, so the result is the **exact
 global top-k** (ties broken by smaller id), unlike a per-chunk top fraction. Ranked
-batch needs pairwise distances, so it re-ranks on the driver a candidate set: the
-``ranked_batch_candidates`` most uncertain pool items (at least 5x the batch).
-Strategies: :mod:`al_tasks.ml.strategies`.
+batch and BADGE need pairwise distances, balanced margin needs class quotas: they pick
+on the driver from a candidate set, the ``ranked_batch_candidates`` pool items with the
+best candidate score (at least 5x the batch), which Spark returns through the same
+exact top-k. Strategies: :mod:`al_tasks.ml.strategies`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import scipy.sparse as sp
 from al_tasks.config import LoopConfig
 from al_tasks.ml.features import FeatureSet, load_features
 from al_tasks.ml.sparse import lists_to_csr
-from al_tasks.ml.strategies import QueryStrategy, get_strategy, ranked_batch
+from al_tasks.ml.strategies import QueryStrategy, badge, class_balanced, get_strategy, ranked_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ class QueryResult:
     ----------
     items : DataFrame, one row per item, best first: ``rank`` (1..k), ``id`` (int64),
         ``predicted_label`` (str), ``confidence`` (max class probability), ``score``
-        (the strategy's score; for ranked batch its uncertainty), ``strategy``, ``round``
+        (the strategy's score; for ranked batch and badge the candidate's uncertainty, for
+        balanced margin its margin score), ``strategy``, ``round``
     pool_size : int, items the query chose from
     seconds : float
-    candidates : int, rows Spark returned (ranked batch: the candidate set it re-ranked)
+    candidates : int, rows Spark returned (re-ranking strategies: the candidate set)
     """
 
     items: pd.DataFrame
@@ -145,8 +147,8 @@ def pool_ids(feature_set: FeatureSet, exclude_ids: np.ndarray) -> np.ndarray:
 
 
 def candidate_count(config: LoopConfig, strategy: QueryStrategy, k: int, pool_size: int) -> int:
-    """Rows Spark returns: ``k``, or for ranked batch the candidate set it re-ranks."""
-    if strategy.name != "ranked_batch":
+    """Rows Spark returns: ``k``, or for a re-ranking strategy the candidate set it picks from."""
+    if not strategy.reranks:
         return k
     return min(pool_size, max(config.ranked_batch_candidates, 5 * k))
 
@@ -160,6 +162,42 @@ def rerank_ranked_batch(feature_set: FeatureSet, top: pd.DataFrame, labelled_ids
         X_labelled = sp.csr_matrix((0, feature_set.num_features), dtype=np.float32)
     order = ranked_batch(top["score"].to_numpy(), X_candidates, X_labelled, k)
     return top.iloc[order].reset_index(drop=True)
+
+
+def model_class_counts(model) -> np.ndarray:
+    """Training labels per class of ``model`` (``class_counts_``), shape (n_classes,);
+    zeros for a model without them (then balanced margin spreads the batch evenly).
+    """
+    counts = getattr(model, "class_counts_", None)
+    return np.zeros(len(model.classes_), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+
+
+def rerank_balanced_margin(top: pd.DataFrame, model, k: int) -> pd.DataFrame:
+    """Class-balanced margin's pick of ``k`` among the candidates ``top`` (best margin first)."""
+    order = class_balanced(
+        top["score"].to_numpy(), top["id"].to_numpy(), top["predicted"].to_numpy(), model_class_counts(model), k
+    )
+    return top.iloc[order].reset_index(drop=True)
+
+
+def rerank_badge(feature_set: FeatureSet, top: pd.DataFrame, model, k: int, seed: int) -> pd.DataFrame:
+    """BADGE's pick of ``k`` among the candidates ``top`` (pick order)."""
+    ids, X_candidates = load_features(feature_set, top["id"].to_numpy())
+    order = badge(model.predict_proba(X_candidates), X_candidates, ids, k, seed)
+    return top.iloc[order].reset_index(drop=True)
+
+
+def rerank(
+    strategy: QueryStrategy, feature_set: FeatureSet, top: pd.DataFrame, model, labelled_ids: np.ndarray, k: int
+) -> pd.DataFrame:
+    """The batch of a re-ranking strategy, picked from its candidate set ``top``."""
+    if strategy.name == "ranked_batch":
+        return rerank_ranked_batch(feature_set, top, labelled_ids, k)
+    if strategy.name == "balanced_margin":
+        return rerank_balanced_margin(top, model, k)
+    if strategy.name == "badge":
+        return rerank_badge(feature_set, top, model, k, strategy.seed)
+    raise ValueError(f"strategy {strategy.name!r} does not re-rank")
 
 
 def query(
@@ -181,7 +219,8 @@ def query(
     config : LoopConfig (strategy, batch_size, ranked_batch_candidates, seed)
     exclude_ids : int64 ids not in the pool (labelled, evaluation set, ...)
     labelled_ids : ids whose features ranked batch measures distance to (default ``exclude_ids``)
-    round_number : seeds the random strategy, recorded in the items
+    round_number : seeds the random and badge strategies (``config.seed + round_number``),
+        recorded in the items
     spark : SparkSession (default: one for ``config``)
 
     Returns
@@ -201,9 +240,9 @@ def query(
         "query: %s, %s of a pool of %s (scoring with Spark, %s candidates)", strategy.name, k, f"{pool_size:,}", fetch
     )
     top = score_pool_top_k(feature_set, model, strategy, fetch, exclude_ids, spark)
-    if strategy.name == "ranked_batch" and len(top):
+    if strategy.reranks and len(top):
         labelled = exclude_ids if labelled_ids is None else np.asarray(labelled_ids, dtype=np.int64)
-        top = rerank_ranked_batch(feature_set, top, labelled, k)
+        top = rerank(strategy, feature_set, top, model, labelled, k)
     top = top.head(k)
     classes = np.asarray(model.classes_, dtype=object)
     items = pd.DataFrame(

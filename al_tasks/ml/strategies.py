@@ -11,9 +11,16 @@ entropy        -sum_c p log p                               entropy_sampling
 random         a seeded hash of the id (the baseline)       --
 ranked_batch   uncertainty + distance to the labelled set,  batch.uncertainty_batch_sampling
                greedily (Cardoso et al. 2017)
+balanced_      margin, with the batch spread over the       -- (small-text's
+margin         predicted classes, rarest labelled first     ClassBalancer idea)
+badge          k-means++ seeding on the gradient            -- (Ash et al. 2020)
+               embeddings (p - onehot(y_hat)) (x) x
 =============  ===========================================  ==========================
 
-:func:`ranked_batch` is the re-ranking step of ranked batch, run on a candidate set.
+Strategies with ``reranks = True`` need more than one score per item: Spark returns
+their candidate set (the ``ranked_batch_candidates`` items with the best
+:meth:`QueryStrategy.score`) and the driver picks the batch from it with
+:func:`ranked_batch`, :func:`class_balanced` or :func:`badge`.
 """
 
 from __future__ import annotations
@@ -26,9 +33,17 @@ from al_tasks.config import STRATEGY_NAMES
 
 
 class QueryStrategy:
-    """Base class: ``score(proba, ids) -> scores`` (higher = query first)."""
+    """Base class: ``score(proba, ids) -> scores`` (higher = query first).
+
+    ``seed`` is used by the randomised strategies (``random``, ``badge``) only;
+    ``reranks`` says whether the batch is picked from a candidate set on the driver.
+    """
 
     name = "base"
+    reranks = False
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
 
     def score(self, proba: np.ndarray, ids: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -66,9 +81,6 @@ class RandomSampling(QueryStrategy):
 
     name = "random"
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-
     def score(self, proba, ids):
         # splitmix64 of (id, seed): a uniform, order-free pseudo-random number per id.
         with np.errstate(over="ignore"):
@@ -83,19 +95,47 @@ class RankedBatchSampling(UncertaintySampling):
     """Scores like uncertainty; :func:`ranked_batch` then re-ranks a candidate set."""
 
     name = "ranked_batch"
+    reranks = True
+
+
+class BalancedMarginSampling(MarginSampling):
+    """Scores like margin; :func:`class_balanced` then spreads the batch over the
+    predicted classes of a candidate set, rarest labelled class first.
+    """
+
+    name = "balanced_margin"
+    reranks = True
+
+
+class BadgeSampling(UncertaintySampling):
+    """Candidates by uncertainty; :func:`badge` then picks a diverse, uncertain batch
+    by k-means++ seeding on gradient embeddings (seeded by ``seed``).
+    """
+
+    name = "badge"
+    reranks = True
 
 
 STRATEGIES = {
-    cls.name: cls for cls in (UncertaintySampling, MarginSampling, EntropySampling, RandomSampling, RankedBatchSampling)
+    cls.name: cls
+    for cls in (
+        UncertaintySampling,
+        MarginSampling,
+        EntropySampling,
+        RandomSampling,
+        RankedBatchSampling,
+        BalancedMarginSampling,
+        BadgeSampling,
+    )
 }
 assert set(STRATEGIES) == set(STRATEGY_NAMES), "LoopConfig's strategy choices and the classes must agree"
 
 
 def get_strategy(name: str, seed: int = 0) -> QueryStrategy:
-    """The strategy called ``name`` (``seed`` is used by ``random`` only)."""
+    """The strategy called ``name`` (``seed`` is used by ``random`` and ``badge`` only)."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown query strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    return RandomSampling(seed) if name == "random" else STRATEGIES[name]()
+    return STRATEGIES[name](seed)
 
 
 def ranked_batch(uncertainty: np.ndarray, X_candidates: sp.csr_matrix, X_labelled: sp.csr_matrix, n: int) -> np.ndarray:
@@ -153,3 +193,131 @@ def ranked_batch(uncertainty: np.ndarray, X_candidates: sp.csr_matrix, X_labelle
 def _distances_to(X: sp.csr_matrix, sq_norms: np.ndarray, row: int) -> np.ndarray:
     dots = np.asarray((X @ X[row].T).todense()).ravel()
     return np.sqrt(np.maximum(sq_norms + sq_norms[row] - 2 * dots, 0.0))
+
+
+# ----------------------------------------------------------------------------- class-balanced margin
+def balanced_quotas(predicted: np.ndarray, class_counts: np.ndarray, n: int) -> np.ndarray:
+    """How many of a batch of ``n`` each predicted class gets (small-text's ClassBalancer idea).
+
+    The rule: the batch fills the labelled set up towards equal class counts. Slot by
+    slot, the next one goes to the class with the fewest labels so far (labelled count
+    plus slots already given to it) among the classes that still have candidates
+    predicted as them; ties go to the class listed first. A class with no candidate
+    left drops out, so its share flows to the next-rarest class, and the batch is full
+    whenever there are ``n`` candidates. Unlike small-text, ties are not broken at
+    random: the same pool and model always give the same batch.
+
+    Parameters
+    ----------
+    predicted : int class index of each candidate, shape (c,)
+    class_counts : labels per class in the training set, shape (n_classes,)
+    n : batch size
+
+    Returns
+    -------
+    int64 quotas per class, shape (n_classes,), summing to ``min(n, c)``
+    """
+    available = np.bincount(predicted, minlength=len(class_counts))
+    quotas = np.zeros(len(class_counts), dtype=np.int64)
+    level = np.asarray(class_counts, dtype=np.int64).copy()
+    for _ in range(min(n, int(available.sum()))):
+        open_classes = np.flatnonzero(quotas < available)
+        chosen = open_classes[np.argmin(level[open_classes])]
+        quotas[chosen] += 1
+        level[chosen] += 1
+    return quotas
+
+
+def class_balanced(
+    scores: np.ndarray, ids: np.ndarray, predicted: np.ndarray, class_counts: np.ndarray, n: int
+) -> np.ndarray:
+    """Class-balanced pick of ``n`` candidates: each class's quota (:func:`balanced_quotas`)
+    filled with its best-scored candidates (ties by smaller id).
+
+    Parameters
+    ----------
+    scores : strategy score of each candidate (margin: higher = closer call), shape (c,)
+    ids : int64 id of each candidate, shape (c,)
+    predicted : int predicted class index of each candidate, shape (c,)
+    class_counts : labels per class in the training set, shape (n_classes,)
+    n : batch size
+
+    Returns
+    -------
+    positions into the candidates, best score first (ties by id), shape (min(n, c),)
+    """
+    quotas = balanced_quotas(predicted, class_counts, n)
+    picked = []
+    for cls in np.flatnonzero(quotas):
+        members = np.flatnonzero(predicted == cls)
+        best_first = members[np.lexsort((ids[members], -scores[members]))]
+        picked.append(best_first[: quotas[cls]])
+    chosen = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+    return chosen[np.lexsort((ids[chosen], -scores[chosen]))].astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- BADGE
+#: BADGE: squared distances below this share of the largest squared gradient norm are 0.
+DUPLICATE_TOLERANCE = 1e-10
+
+
+def badge(proba: np.ndarray, X: sp.csr_matrix, ids: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """BADGE for logistic regression (Ash et al. 2020): k-means++ seeding on gradient
+    embeddings, exact over the candidates.
+
+    The gradient of the log loss at the predicted label with respect to the weights
+    is ``g = (p - onehot(y_hat)) (x) x``: n_classes x n_features wide, far too wide to
+    build for a pool. It is never built: with ``a = p - onehot(y_hat)``,
+    ``<g_i, g_j> = <a_i, a_j> <x_i, x_j>``, so every squared distance needs one sparse
+    product of feature rows and a tiny dense one. As in the BADGE paper's code, the
+    first centre is the largest gradient (ties: smaller id), each next one is drawn
+    with probability proportional to its squared distance to the nearest centre so
+    far, from ``numpy.random.default_rng(seed)`` (one ``random()`` per draw, looked up
+    in the cumulative distances). Squared distances below ``DUPLICATE_TOLERANCE`` times
+    the largest squared gradient norm count as 0 (duplicates; rounding would otherwise
+    decide), and when every remaining distance is 0 the next candidate in the given
+    order is taken.
+
+    Parameters
+    ----------
+    proba : class probabilities of the candidates, shape (c, n_classes)
+    X : CSR features of the candidates, shape (c, n_features)
+    ids : int64 ids of the candidates, shape (c,)
+    n : batch size
+    seed : random state of the draws
+
+    Returns
+    -------
+    positions into the candidates, in pick order, shape (min(n, c),)
+    """
+    c = X.shape[0]
+    n = min(n, c)
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    a = np.asarray(proba, dtype=np.float64).copy()
+    a[np.arange(c), a.argmax(axis=1)] -= 1.0
+    a_sq = (a * a).sum(axis=1)
+    x_sq = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
+    g_sq = a_sq * x_sq
+    first = int(np.lexsort((ids, -g_sq))[0])
+    picked = [first]
+    nearest = _gradient_sq_distances(a, X, g_sq, first)
+    rng = np.random.default_rng(seed)
+    tolerance = DUPLICATE_TOLERANCE * float(g_sq.max())
+    while len(picked) < n:
+        nearest[picked] = 0.0
+        nearest[nearest <= tolerance] = 0.0
+        cumulative = np.cumsum(nearest)
+        if cumulative[-1] > 0:
+            nxt = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+        else:
+            nxt = int(np.flatnonzero(np.isin(np.arange(c), picked, invert=True))[0])
+        picked.append(nxt)
+        nearest = np.minimum(nearest, _gradient_sq_distances(a, X, g_sq, nxt))
+    return np.asarray(picked, dtype=np.int64)
+
+
+def _gradient_sq_distances(a: np.ndarray, X: sp.csr_matrix, g_sq: np.ndarray, row: int) -> np.ndarray:
+    """||g_i - g_row||^2 for every candidate i, from the implicit embeddings (>= 0)."""
+    x_dots = np.asarray((X @ X[row].T).todense(), dtype=np.float64).ravel()
+    return np.maximum(g_sq + g_sq[row] - 2.0 * (a @ a[row]) * x_dots, 0.0)

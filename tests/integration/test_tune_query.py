@@ -15,6 +15,7 @@ from al_tasks.ml.splits import stratified_split
 from al_tasks.ml.strategies import get_strategy
 from al_tasks.ml.tune import tune
 from devstack.modal_reference import query_in_memory
+from devstack.query_reference import badge_reference, balanced_margin_reference
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,46 @@ def test_ranked_batch_equals_modal_on_the_candidate_set(core_config, feature_set
     )
     assert result.items["id"].tolist() == expected.tolist()  # same items, same order
     assert result.candidates == 400
+
+
+def candidate_set(feature_set, model, labelled, scored_by: str, n: int, spark):
+    """(ids, X, proba) of the ``n`` best pool items by ``scored_by``, as the reference sees them."""
+    top = score_pool_top_k(feature_set, model, get_strategy(scored_by), n, labelled, spark)
+    ids, X = load_features(feature_set, top["id"].to_numpy())
+    return ids, X, model.predict_proba(X)
+
+
+def test_balanced_margin_equals_its_reference(core_config, feature_set, seed_model, seed_labels, spark):
+    cfg = core_config.with_overrides({"strategy": "balanced_margin", "batch_size": 60, "ranked_batch_candidates": 400})
+    labelled = seed_labels["id"].to_numpy()
+    result = query(feature_set, seed_model, cfg, exclude_ids=labelled, spark=spark)
+    ids, _, proba = candidate_set(feature_set, seed_model, labelled, "margin", 400, spark)
+    counts = seed_model.class_counts_
+    assert counts.sum() == 230 and counts.tolist() == [
+        int((seed_labels["label"] == c).sum()) for c in seed_model.classes_
+    ]
+    assert sorted(result.items["id"].tolist()) == balanced_margin_reference(proba, ids, counts, 60).tolist()
+    assert result.candidates == 400 and len(result.items) == 60
+    assert (np.diff(result.items["score"].to_numpy()) <= 0).all(), "best margin first"
+    # Rarer labelled classes get a larger share than plain margin gives them.
+    margin_cfg = cfg.with_overrides({"strategy": "margin"})
+    plain = query(feature_set, seed_model, margin_cfg, exclude_ids=labelled, spark=spark)
+    majority = seed_model.classes_[int(np.argmax(counts))]
+    assert (result.items["predicted_label"] == majority).sum() < (plain.items["predicted_label"] == majority).sum()
+
+
+def test_badge_equals_its_reference(core_config, feature_set, seed_model, seed_labels, spark):
+    cfg = core_config.with_overrides({"strategy": "badge", "batch_size": 40, "ranked_batch_candidates": 300})
+    labelled = seed_labels["id"].to_numpy()
+    result = query(feature_set, seed_model, cfg, exclude_ids=labelled, spark=spark)
+    ids, X, proba = candidate_set(feature_set, seed_model, labelled, "uncertainty", 300, spark)
+    expected = badge_reference(proba, X, ids, 40, seed=cfg.seed)
+    assert result.items["id"].tolist() == expected.tolist()  # same items, same order
+    assert result.candidates == 300
+    # The random state is the config's seed plus the round.
+    again = query(feature_set, seed_model, cfg, exclude_ids=labelled, round_number=1, spark=spark)
+    assert again.items["id"].tolist() == badge_reference(proba, X, ids, 40, seed=cfg.seed + 1).tolist()
+    assert again.items["id"].tolist() != expected.tolist()
 
 
 def test_exact_global_top_k_is_independent_of_partitioning(core_config, feature_set, seed_model, seed_labels, spark):
