@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint bench setup clean
+.PHONY: demo test test-unit test-stack lint bench setup clean stack stack-down stack-status
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,24 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Every tier: unit (no service), integration (Spark, S3, MLflow), airflow (dag.test, real scheduler).
+# Every tier: unit (no service), integration (Spark, S3, MLflow), airflow (dag.test, real scheduler);
+# then the team stack (tests/stack: Celery, MLflow server, Spark standalone) in its own run.
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/stack $(PYTEST_ARGS)
+	$(MAKE) test-stack
+
+test-stack: $(STAMP)
+	$(PY) -m pytest tests/stack $(PYTEST_ARGS)
+
+# The team deployment without Docker (devstack/stack.py; state in .stack/, docs/deploy.md).
+stack: $(STAMP)
+	$(PY) -m devstack.stack up
+
+stack-down: $(STAMP)
+	$(PY) -m devstack.stack down
+
+stack-status: $(STAMP)
+	$(PY) -m devstack.stack status
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
