@@ -410,7 +410,8 @@ class LoopConfig:
         title="Label store URL",
         description="SQLAlchemy URL of the label store's database (tables keyed by task, so one database "
         "serves many tasks), e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/al_labels. "
-        "Empty: a SQLite file <workspace>/<task>/labels/store.db.",
+        "Empty: a SQLite file <workspace>/<task>/labels/store.db. Put no password in it (it is a DAG "
+        "Param): PostgreSQL reads PGPASSWORD or ~/.pgpass.",
     )
     registered_model_name: str = setting(
         "", section="storage", title="Registered model", description="Name in the MLflow registry. Empty: al-<task>."

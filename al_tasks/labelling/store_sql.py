@@ -133,9 +133,11 @@ def engine_for(url: str) -> Engine:
     masked) when the database cannot be reached.
     """
     with _engines_lock:
-        if url in _engines:
-            return _engines[url]
         parsed = sa.make_url(url)
+        cached = _engines.get(url)
+        if cached is not None and (parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").exists()):
+            return cached
+        # (A SQLite file removed since, e.g. with its task folder, is created again.)
         try:
             if parsed.get_backend_name() == "sqlite":
                 engine = _sqlite_engine(parsed)
