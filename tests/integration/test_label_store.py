@@ -8,6 +8,7 @@ write them.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import stat
 import threading
@@ -149,6 +150,26 @@ def test_two_concurrent_ingests_lose_nothing(store_url, task, truth):
     # Overlapping ids carry the same (true) label in the same round: only the first adds a row.
     assert len(history) == sum(added.values()) == len(pd.concat(files)["id"].unique())
     assert store_a.current().set_index("id")["label"].to_dict() == dict(zip(truth["id"], truth["label"]))
+
+
+def append_files_in_a_process(url: str, task: str, files: list[pd.DataFrame], indexes: list[int]) -> dict:
+    """A worker process's ingests (module level, so a spawned process can run it)."""
+    store = SqlLabelStore(url, task)
+    return {i: store.append(files[i], round_number=1, source=f"f{i}", source_sha256=f"{i:064d}") for i in indexes}
+
+
+def test_two_worker_processes_ingesting_at_once_lose_nothing(store_url, task, truth):
+    """As two Celery workers would: separate processes, each with its own connections."""
+    files = [truth.iloc[i * 25 : i * 25 + 25] for i in range(16)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        jobs = [
+            pool.apply_async(append_files_in_a_process, (store_url, task, files, list(range(k, 16, 2)))) for k in (0, 1)
+        ]
+        added = {i: n for job in jobs for i, n in job.get(timeout=180).items()}
+    assert added == dict.fromkeys(range(16), 25)
+    history = SqlLabelStore(store_url, task).history()
+    assert len(history) == 400 and set(history["id"]) == set(truth["id"])
 
 
 def test_the_same_file_ingested_twice_at_once_is_added_once(store_url, task, truth):
