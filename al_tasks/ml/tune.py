@@ -3,7 +3,7 @@
 Search space (as in the seed recipe, a wider C range, plus class weights)::
 
     penalty       in {l1, l2}
-    C             ~ loguniform(log_c_low, log_c_high)      default e^-6 .. e^5
+    C             ~ loguniform(log_c_low, log_c_high)      default e^-6 .. e^9
     class_weight  in {None, balanced}                      helps rare classes (macro-F1);
                                                            {None} with search_class_weight=False
 
@@ -40,7 +40,7 @@ from al_tasks.ml.splits import stratified_split
 log = logging.getLogger(__name__)
 
 #: The best C is "at a bound" when its log lies in this share of the log range next to the
-#: bound (default range e^-6 .. e^5: C >= e^3.9 = 49 or C <= e^-4.9). A share, not a fixed
+#: bound (default range e^-6 .. e^9: C >= e^7.5 or C <= e^-4.5). A share, not a fixed
 #: distance, because hyperopt's first 20 trials are random draws: a zone of a tenth of the
 #: range holds at least one of them with probability 1 - 0.9^20 = 0.88.
 C_BOUND_SHARE = 0.1
@@ -71,7 +71,7 @@ class TuneResult:
     n_train: int
     n_validation: int
     seconds: float
-    log_c_range: tuple[float, float] = (-6.0, 5.0)
+    log_c_range: tuple[float, float] = (-6.0, 9.0)
     c_at_bound: str = "no"
     c_shifts: int = 0
 

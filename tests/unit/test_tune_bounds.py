@@ -12,7 +12,7 @@ from al_tasks.ml.tune import C_BOUND_SHARE, c_at_bound, search_space, shifted_ra
 
 
 def test_c_at_bound():
-    width = 11 * C_BOUND_SHARE  # of the default range e^-6 .. e^5
+    width = 11 * C_BOUND_SHARE  # of the range e^-6 .. e^5
     assert c_at_bound(math.exp(5.0), (-6.0, 5.0)) == "high"
     assert c_at_bound(math.exp(5.0 - width / 2), (-6.0, 5.0)) == "high"
     assert c_at_bound(math.exp(-6.0 + width / 2), (-6.0, 5.0)) == "low"
@@ -28,7 +28,7 @@ def test_shifted_range_moves_half_a_width_past_the_bound():
 
 def test_defaults_search_a_wide_c_range_and_class_weights():
     config = LoopConfig()
-    assert (config.log_c_low, config.log_c_high) == (-6.0, 5.0) and config.c_bound_shifts == 1
+    assert (config.log_c_low, config.log_c_high) == (-6.0, 9.0) and config.c_bound_shifts == 1
     assert config.search_class_weight
     assert set(search_space(config)) == {"penalty", "C", "class_weight"}
     with pytest.raises(ConfigError):
