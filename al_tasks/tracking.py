@@ -1,9 +1,13 @@
 """MLflow tracking: one run per round, a nested run per hyperopt trial, a registered model.
 
 Round run
-    params   best hyperparameters, strategy, batch size, featurize settings
+    params   best hyperparameters, strategy, batch size, featurize settings, the log(C)
+             range searched (``tuning_log_c_low`` / ``_high``)
     metrics  accuracy, macro_f1, log_loss (fixed evaluation set), n_labelled, pool_size,
-             tune/query seconds
+             tune/query seconds; the tuning bound check ``tuning_c_at_bound`` (1 = the
+             best C sits at a bound of the range searched, 0 = inside) and
+             ``tuning_c_shifts`` (re-searches in a shifted range)
+    tags     ``al.tuning_c_at_bound``: ``no``, ``low`` or ``high``
     artifacts query set CSV, pool plot PNG, evaluation report JSON
     model    logged with a signature, registered as a new version of ``al-<task>``,
              alias ``candidate``
@@ -113,12 +117,22 @@ def round_params(config: LoopConfig, tune_result, params: dict | None) -> dict[s
         **{f"best_{k}": v for k, v in tune_result.best_params.items()},
         "strategy": config.strategy,
         "batch_size": config.batch_size,
+        "tuning_log_c_low": round(tune_result.log_c_range[0], 4),
+        "tuning_log_c_high": round(tune_result.log_c_range[1], 4),
         "max_evals": config.max_evals,
         "num_features": config.num_features,
         "seed": config.seed,
         **(params or {}),
     }
     return {k: str(v) for k, v in values.items()}
+
+
+def tuning_check_metrics(tune_result) -> dict[str, float]:
+    """The round's tuning bound check as MLflow metrics (see the module docstring)."""
+    return {
+        "tuning_c_at_bound": float(tune_result.c_at_bound != "no"),
+        "tuning_c_shifts": float(tune_result.c_shifts),
+    }
 
 
 def log_round(
@@ -141,13 +155,14 @@ def log_round(
 
     mlflow_client = client(config)
     exp_id = experiment_id(config)
-    tags = {"al.task": config.task, "al.round": str(round_number)}
+    tags = {"al.task": config.task, "al.round": str(round_number), "al.tuning_c_at_bound": tune_result.c_at_bound}
     with mlflow.start_run(experiment_id=exp_id, run_name=f"round-{round_number}", tags=tags) as run:
         log_trials(mlflow_client, exp_id, run.info.run_id, round_number, tune_result.trials)
         mlflow.log_params(round_params(config, tune_result, params))
         scalar_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         scalar_metrics.update({k: float(v) for k, v in (extra_metrics or {}).items()})
         scalar_metrics["best_validation_log_loss"] = float(tune_result.best_loss)
+        scalar_metrics.update(tuning_check_metrics(tune_result))
         mlflow.log_metrics(scalar_metrics, step=round_number)
         mlflow.log_dict(json.loads(json.dumps(metrics, default=str)), "evaluation.json")
         signature = None

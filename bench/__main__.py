@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-evals", type=int, help="label efficiency: hyperopt trials per tune")
     parser.add_argument("--rounds", type=int, help="label efficiency: query rounds after the seed labels")
     parser.add_argument("--workers", type=int, help="label efficiency: chains run concurrently")
+    parser.add_argument("--arms", type=str, help="label efficiency: comma-separated arms (strategies, seed_recipe)")
+    parser.add_argument(
+        "--tasks", type=str, help="label efficiency: comma-separated tasks (product_group, debt_collection)"
+    )
     parser.add_argument("--no-mlflow", action="store_true", help="label efficiency: do not log to MLflow")
     parser.add_argument("--sizes", type=str, help="throughput: comma-separated pool sizes (default 100000,1000000)")
     args = parser.parse_args(argv)
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
                 changes[name] = getattr(args, name)
         if args.no_mlflow:
             changes["mlflow"] = False
+        if args.arms:
+            changes["strategies"] = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+        if args.tasks:
+            changes["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         settings = dataclasses.replace(settings, **changes)
         say(f"== label efficiency: {settings}")
         label_efficiency.run(settings, workdir=args.workdir, results_dir=results, readme=readme)

@@ -5,11 +5,17 @@ and each seed:
 
 1. hold out a fixed random evaluation set (``eval_size`` docs, never in the pool);
 2. draw ``seed_labels`` random labels from the rest (the pool);
-3. for each strategy, from the same seed labels: tune (al_tasks.ml.tune.tune, hyperopt
-   TPE with ``max_evals`` trials, same for every strategy), evaluate on the fixed set
+3. for each arm, from the same seed labels: tune (al_tasks.ml.tune.tune, hyperopt
+   TPE with ``max_evals`` trials, same for every arm), evaluate on the fixed set
    (al_tasks.ml.evaluate.evaluate), query ``batch`` ids (al_tasks.ml.query.query, the Spark
    path the DAG uses), "label" them from the ground-truth column, and repeat for
    ``rounds`` rounds.
+
+An *arm* is a query strategy with the loop's defaults (every name of
+``al_tasks.config.STRATEGY_NAMES``), or ``seed_recipe``: the seed recipe's settings
+(:data:`SEED_RECIPE`: margin sampling, C searched in e^-6 .. e^1 only, no class weights,
+no re-search at the bound). Every round records the tuning bound check
+(``c_at_bound``, ``c_shifts``).
 
 The corpus is featurized once (al_tasks.ml.features.featurize) and loaded once
 (load_features); one SparkSession serves the whole run.
@@ -54,25 +60,59 @@ from bench.common import (
     write_json,
 )
 
-STRATEGIES = ("uncertainty", "margin", "entropy", "ranked_batch", "random")
+#: The seed recipe's settings (TF-IDF + tuned LR + modAL margin), as LoopConfig overrides.
+#: Its features are the loop's current ones (the recipe's raw TF-IDF is not an option of
+#: the featurizer yet).
+SEED_RECIPE = {
+    "strategy": "margin",
+    "log_c_low": -6.0,
+    "log_c_high": 1.0,
+    "c_bound_shifts": 0,
+    "search_class_weight": False,
+}
+#: Arm name -> LoopConfig overrides; a strategy's arm runs it with the loop's defaults.
+ARMS = {
+    **{
+        name: {"strategy": name}
+        for name in ("uncertainty", "margin", "entropy", "ranked_batch", "balanced_margin", "badge")
+    },
+    "seed_recipe": SEED_RECIPE,
+    "random": {"strategy": "random"},
+}
+STRATEGIES = tuple(ARMS)
 #: task name -> positive_class ("" = multi-class over Product group).
 TASKS = {"product_group": "", "debt_collection": "debt_collection"}
-#: Reference points of the issue: (labels, accuracy) of the seed recipe / small-text, and the aim.
+#: Reference points of issue 12: the seed recipe at 1,030 labels, and the aims at 1,230.
 REFERENCE = {
     "product_group": {
         "seed_recipe_labels": 1030,
-        "seed_recipe_accuracy": 0.775,
-        "seed_recipe_macro_f1": 0.71,
+        "seed_recipe_accuracy": 0.773,
+        "seed_recipe_macro_f1": 0.709,
         "target_accuracy": 0.80,
         "target_macro_f1": 0.72,
     },
     "debt_collection": {
         "seed_recipe_labels": 1030,
-        "seed_recipe_accuracy": 0.89,
-        "seed_recipe_macro_f1": None,
-        "target_accuracy": 0.90,
-        "target_macro_f1": None,
+        "seed_recipe_accuracy": 0.892,
+        "seed_recipe_macro_f1": 0.851,
+        "target_accuracy": 0.905,
+        "target_macro_f1": 0.870,
     },
+}
+#: Issue 12's targets: task -> (what, column of the final table, bound, "min" or "max").
+TARGETS = {
+    "debt_collection": (
+        ("accuracy at the last round", "accuracy_mean", 0.905, "min"),
+        ("macro-F1 at the last round", "macro_f1_mean", 0.870, "min"),
+        ("accuracy at 630 labels", "accuracy_630_mean", 0.897, "min"),
+        ("labels to random's final accuracy, share of random's", "labels_share_of_random", 0.40, "max"),
+    ),
+    "product_group": (
+        ("accuracy at the last round", "accuracy_mean", 0.80, "min"),
+        ("macro-F1 at the last round", "macro_f1_mean", 0.72, "min"),
+        ("accuracy at 230 labels", "accuracy_230_mean", 0.70, "min"),
+        ("labels to random's final accuracy, share of random's", "labels_share_of_random", 0.40, "max"),
+    ),
 }
 
 
@@ -88,7 +128,8 @@ class LabelSettings:
     batch : int, labels per round
     rounds : int, query rounds after the seed labels (curve has rounds + 1 points)
     max_evals : int, hyperopt trials per tune (the DAG default is 128)
-    strategies, tasks : tuple of str
+    strategies : tuple of str, arms (names of :data:`ARMS`: a query strategy or ``seed_recipe``)
+    tasks : tuple of str
     workers : int, chains run concurrently
     corpus_limit : int, 0 = whole shipped corpus; else a stratified-free random subset
         of that many docs (smoke test only)
@@ -111,6 +152,15 @@ class LabelSettings:
 QUICK = LabelSettings(seeds=(0,), rounds=3, max_evals=8)
 
 
+#: Arms whose tuning differs from the loop's defaults (their round 0 is tuned apart).
+TUNED_APART = tuple(arm for arm, overrides in ARMS.items() if set(overrides) - {"strategy"})
+
+
+def tuning_group(arm: str) -> str:
+    """The arm whose round 0 ``arm`` shares: itself when it tunes differently, else ``random``."""
+    return arm if arm in TUNED_APART else "random"
+
+
 def _subset_corpus(limit: int, workdir: Path) -> Path:
     """A random subset of the shipped corpus as Parquet (smoke tests), written once."""
     path = workdir / f"corpus-{limit}.parquet"
@@ -127,7 +177,8 @@ def tune_and_evaluate(X_lab, y_lab, X_eval, y_eval, cfg: LoopConfig, settings: L
     liblinear; threads would serialise on the GIL).
 
     Parameters: CSR matrices (n, num_features) and str arrays (n,); returns
-    (model, best_params dict, tune seconds, metrics dict without ``per_class``).
+    (model, best_params dict, tune seconds, metrics dict without ``per_class`` but with
+    the tuning bound check ``c_at_bound`` and ``c_shifts``).
     """
     from al_tasks.ml.tune import tune
 
@@ -135,6 +186,7 @@ def tune_and_evaluate(X_lab, y_lab, X_eval, y_eval, cfg: LoopConfig, settings: L
     result = tune(X_lab, y_lab, cfg, max_evals=settings.max_evals)
     metrics = evaluate(result.model, X_eval, y_eval, cfg.classes)
     metrics.pop("per_class")
+    metrics.update(c_at_bound=result.c_at_bound, c_shifts=result.c_shifts)
     return result.model, result.best_params, result.seconds, metrics
 
 
@@ -156,6 +208,9 @@ def run(
     from al_tasks.ml.query import query
 
     quiet_warnings()
+    unknown = sorted(set(settings.strategies) - set(ARMS))
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     started = time.perf_counter()
     workdir = Path(workdir)
     results_dir = Path(results_dir)
@@ -186,11 +241,9 @@ def run(
         f"{settings.rounds} rounds of {settings.batch}, max_evals {settings.max_evals}, {settings.workers} workers"
     )
 
-    def config_for(task: str, seed: int, strategy: str = "random") -> LoopConfig:
+    def config_for(task: str, seed: int, arm: str = "random") -> LoopConfig:
         # A binary task's classes become (positive_class, "rest") in LoopConfig itself.
-        return base.with_overrides(
-            {"task": f"le-{task}", "positive_class": TASKS[task], "seed": seed, "strategy": strategy}
-        )
+        return base.with_overrides({"task": f"le-{task}", "positive_class": TASKS[task], "seed": seed, **ARMS[arm]})
 
     def labels_for(task: str, rows: np.ndarray) -> np.ndarray:
         y = truth[rows]
@@ -209,10 +262,10 @@ def run(
     lock = threading.Lock()
     loop_started = time.perf_counter()
 
-    def round0(task: str, seed: int):
-        """Round 0 is the same for every strategy (same labels, deterministic tune)."""
+    def round0(task: str, seed: int, arm: str):
+        """Round 0 is the same for every arm that tunes alike (same labels, deterministic tune)."""
         eval_rows, seed_rows = splits[seed]
-        cfg = config_for(task, seed)
+        cfg = config_for(task, seed, arm)
         out = tuners.submit(
             tune_and_evaluate,
             X[seed_rows],
@@ -224,7 +277,7 @@ def run(
         ).result()
         say(
             f"  {task} seed {seed}: {len(seed_rows)} random seed labels -> accuracy {out[3]['accuracy']:.3f}, "
-            f"macro-F1 {out[3]['macro_f1']:.3f} (tune {out[2]:.1f}s)"
+            f"macro-F1 {out[3]['macro_f1']:.3f} (tune {out[2]:.1f}s{', ' + arm if arm in TUNED_APART else ''})"
         )
         return out
 
@@ -259,6 +312,8 @@ def run(
                 "C": best["C"],
                 "penalty": best["penalty"],
                 "class_weight": str(best["class_weight"]),
+                "c_at_bound": metrics["c_at_bound"],
+                "c_shifts": metrics["c_shifts"],
                 "tune_seconds": tune_seconds,
                 "query_seconds": np.nan,
             }
@@ -300,9 +355,12 @@ def run(
     tuners = cf.ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"))
     with tuners, cf.ThreadPoolExecutor(max_workers=settings.workers + 1, thread_name_prefix="chain") as pool:
         # Round-0 jobs go first: the queue is FIFO, so no chain waits on an unstarted job.
-        firsts = {(t, s): pool.submit(round0, t, s) for s in settings.seeds for t in settings.tasks}
+        groups = {tuning_group(arm) for arm in settings.strategies}
+        firsts = {
+            (t, s, g): pool.submit(round0, t, s, g) for s in settings.seeds for t in settings.tasks for g in groups
+        }
         chains = [
-            pool.submit(chain, t, s, st, firsts[t, s])
+            pool.submit(chain, t, s, st, firsts[t, s, tuning_group(st)])
             for s in settings.seeds
             for t in settings.tasks
             for st in settings.strategies
@@ -372,25 +430,45 @@ def normalised_auc(n_labels: np.ndarray, values: np.ndarray) -> float:
     return float(np.trapezoid(values, n_labels) / (n_labels[-1] - n_labels[0]))
 
 
+def auc_per_seed(part: pd.DataFrame) -> pd.DataFrame:
+    """Normalised area under the accuracy (``acc``) and macro-F1 (``f1``) curves, one row per seed."""
+    return part.groupby("seed").apply(
+        lambda g: pd.Series(
+            {
+                "acc": normalised_auc(g["n_labels"], g["accuracy"]),
+                "f1": normalised_auc(g["n_labels"], g["macro_f1"]),
+            }
+        ),
+        include_groups=False,
+    )
+
+
+def bound_check(part: pd.DataFrame) -> dict:
+    """The tuning bound check over an arm's tuned rounds (every seed and round): how many
+    ended with the best C at a bound of the range searched, and how many re-searched."""
+    at_bound = part["c_at_bound"] != "no" if "c_at_bound" in part else pd.Series(False, index=part.index)
+    shifted = part["c_shifts"] > 0 if "c_shifts" in part else pd.Series(False, index=part.index)
+    return {
+        "tuned_rounds": int(len(part)),
+        "c_at_bound_rounds": int(at_bound.sum()),
+        "c_at_bound_share": float(at_bound.mean()) if len(part) else math.nan,
+        "c_shifted_rounds": int(shifted.sum()),
+    }
+
+
 def final_table(curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per task and strategy: metrics at the last round (mean, sd), labels
-    needed to reach random's mean accuracy (and macro-F1) at the last round, and the
-    normalised area under the curves (mean, sd over seeds)."""
+    """One row per task and arm: metrics at the last round (mean, sd), at 630 labels,
+    labels needed to reach random's mean accuracy (and macro-F1) at the last round (also
+    as a share of random's labels), the normalised area under the curves (mean, sd over
+    seeds) and the tuning bound check (:func:`bound_check`)."""
     rows = []
     for (task, strategy), part in summary.groupby(["task", "strategy"], sort=False):
         part = part.sort_values("n_labels")
         last = part.iloc[-1]
         rand = summary[(summary["task"] == task) & (summary["strategy"] == "random")].sort_values("n_labels")
         per_seed = curves[(curves["task"] == task) & (curves["strategy"] == strategy)]
-        aucs = per_seed.groupby("seed").apply(
-            lambda g: pd.Series(
-                {
-                    "acc": normalised_auc(g["n_labels"], g["accuracy"]),
-                    "f1": normalised_auc(g["n_labels"], g["macro_f1"]),
-                }
-            ),
-            include_groups=False,
-        )
+        aucs = auc_per_seed(per_seed)
+        at = part.set_index("n_labels")
         row = {
             "task": task,
             "strategy": strategy,
@@ -400,12 +478,17 @@ def final_table(curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             "accuracy_sd": last["accuracy_sd"],
             "macro_f1_mean": last["macro_f1_mean"],
             "macro_f1_sd": last["macro_f1_sd"],
+            "accuracy_230_mean": at["accuracy_mean"].get(230, math.nan),
+            "accuracy_630_mean": at["accuracy_mean"].get(630, math.nan),
+            "accuracy_630_sd": at["accuracy_sd"].get(630, math.nan),
             "auc_accuracy_mean": aucs["acc"].mean(),
             "auc_accuracy_sd": aucs["acc"].std(ddof=1) if len(aucs) > 1 else 0.0,
             "auc_macro_f1_mean": aucs["f1"].mean(),
             "auc_macro_f1_sd": aucs["f1"].std(ddof=1) if len(aucs) > 1 else 0.0,
             "labels_to_random_accuracy": math.nan,
             "labels_to_random_macro_f1": math.nan,
+            "labels_share_of_random": math.nan,
+            **bound_check(per_seed),
         }
         if len(rand):
             row["random_final_accuracy"] = rand["accuracy_mean"].iloc[-1]
@@ -415,6 +498,7 @@ def final_table(curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
             row["labels_to_random_macro_f1"] = labels_to_reach(
                 part["n_labels"], part["macro_f1_mean"], rand["macro_f1_mean"].iloc[-1]
             )
+            row["labels_share_of_random"] = row["labels_to_random_accuracy"] / float(rand["n_labels"].iloc[-1])
         rows.append(row)
     order = {s: i for i, s in enumerate(STRATEGIES)}
     table = pd.DataFrame(rows)
@@ -431,6 +515,23 @@ def _labels(value: float) -> str:
     return "not reached" if math.isnan(value) else f"{value:,.0f}"
 
 
+def target_lines(final: pd.DataFrame, task: str) -> str:
+    """Issue 12's targets of ``task``: the best arm (random excluded) on each, met or not."""
+    lines = []
+    arms = final[(final["task"] == task) & (final["strategy"] != "random")]
+    for what, column, bound, kind in TARGETS.get(task, ()):
+        values = arms[["strategy", column]].dropna()
+        if values.empty:
+            lines.append(f"* {what} {'≥' if kind == 'min' else '≤'} {bound}: not measured in this run")
+            continue
+        best = values.loc[values[column].idxmax() if kind == "min" else values[column].idxmin()]
+        met = best[column] >= bound if kind == "min" else best[column] <= bound
+        shown = f"{best[column]:.0%}" if column == "labels_share_of_random" else f"{best[column]:.3f}"
+        sign = "≥" if kind == "min" else "≤"
+        lines.append(f"* {what} {sign} {bound}: best {best['strategy']} {shown}, **{'met' if met else 'missed'}**")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def markdown(final: pd.DataFrame, meta: dict) -> str:
     """The README section: one table per task."""
     s = meta["settings"]
@@ -439,7 +540,12 @@ def markdown(final: pd.DataFrame, meta: dict) -> str:
         f"{s['seed_labels']} random seed labels + {s['rounds']} rounds of {s['batch']}; tune max_evals "
         f"{s['max_evals']}; run took {meta['total_seconds'] / 60:.1f} min "
         f"(tune {meta['tune_seconds_sum'] / 60:.1f} min and query {meta['query_seconds_sum'] / 60:.1f} min "
-        f"summed over {s['workers']} workers).\n"
+        f"summed over {s['workers']} workers). Mean ± sd over seeds; AUC = area under the learning curve "
+        "over its label range, divided by that range (the mean metric over the run); labels to random's "
+        "final accuracy in parentheses as a share of random's labels; C at a bound = tuned rounds (all "
+        "seeds, round 0 included) whose best C ended at a bound of the range searched "
+        "(al_tasks.ml.tune), and how many re-searched a shifted range. `seed_recipe` is the seed "
+        "recipe's settings (margin, C ≤ e¹, no class weights, no re-search).\n"
     ]
     for task in final["task"].unique():
         part = final[final["task"] == task]
@@ -452,10 +558,16 @@ def markdown(final: pd.DataFrame, meta: dict) -> str:
                     "strategy": r["strategy"],
                     f"accuracy @ {n_last:,}": _pm(r["accuracy_mean"], r["accuracy_sd"]),
                     f"macro-F1 @ {n_last:,}": _pm(r["macro_f1_mean"], r["macro_f1_sd"]),
-                    "labels to random's final accuracy": _labels(r["labels_to_random_accuracy"]),
+                    "accuracy @ 630": ""
+                    if math.isnan(r["accuracy_630_mean"])
+                    else _pm(r["accuracy_630_mean"], r["accuracy_630_sd"]),
+                    "labels to random's final accuracy": _labels(r["labels_to_random_accuracy"])
+                    + ("" if math.isnan(r["labels_share_of_random"]) else f" ({r['labels_share_of_random']:.0%})"),
                     "labels to random's final macro-F1": _labels(r["labels_to_random_macro_f1"]),
                     "AUC accuracy": _pm(r["auc_accuracy_mean"], r["auc_accuracy_sd"]),
                     "AUC macro-F1": _pm(r["auc_macro_f1_mean"], r["auc_macro_f1_sd"]),
+                    "C at a bound": f"{r['c_at_bound_rounds']} of {r['tuned_rounds']} rounds"
+                    + (f" ({r['c_shifted_rounds']} re-searched)" if r["c_shifted_rounds"] else ""),
                 }
             )
         target = f"aim: accuracy ≥ {ref.get('target_accuracy')}" + (
@@ -469,8 +581,15 @@ def markdown(final: pd.DataFrame, meta: dict) -> str:
         )
         out.append(f"\n**{task}** ({target}; {seed_ref})\n\n")
         out.append(markdown_table(rows))
+        targets = target_lines(final, task)
+        if targets:
+            out.append(f"\nTargets (issue 12):\n\n{targets}")
         out.append(f"\n![{task}](results/label_efficiency_{task}.png)\n")
     return "".join(out)
+
+
+#: Line styles of the baselines in the plots.
+BASELINE_STYLE = {"random": {"color": "black", "linestyle": "--"}, "seed_recipe": {"color": "grey", "linestyle": ":"}}
 
 
 def plot(summary: pd.DataFrame, task: str, path: Path) -> None:
@@ -496,7 +615,7 @@ def plot(summary: pd.DataFrame, task: str, path: Path) -> None:
     for ax, metric, label in ((axes[0], "accuracy", "accuracy"), (axes[1], "macro_f1", "macro-F1")):
         for key, cur in curves.items():
             x, m, sd = cur["n_labels"], cur[f"{metric}_mean"], cur[f"{metric}_sd"]
-            style = {"color": "black", "linestyle": "--"} if names[key] == ["random"] else {}
+            style = BASELINE_STYLE.get(names[key][0], {}) if len(names[key]) == 1 else {}
             (line,) = ax.plot(x, m, marker="o", markersize=3, label=" = ".join(names[key]), **style)
             ax.fill_between(x, m - sd, m + sd, alpha=0.15, color=line.get_color())
         target = ref.get(f"target_{metric}")
@@ -578,6 +697,7 @@ def log_mlflow(base: LoopConfig, settings: LabelSettings, summary, final, meta, 
                     f"{r['strategy']}/auc_accuracy": r["auc_accuracy_mean"],
                     f"{r['strategy']}/auc_macro_f1": r["auc_macro_f1_mean"],
                     f"{r['strategy']}/labels_to_random_accuracy": r["labels_to_random_accuracy"],
+                    f"{r['strategy']}/tuning_c_at_bound_share": r["c_at_bound_share"],
                 }
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if not math.isnan(float(v))})
             for path in files:

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: How long a SQLite writer waits for another one to commit.
 SQLITE_BUSY_SECONDS = 60
+#: Execution option marking a writing transaction (``BEGIN IMMEDIATE`` on SQLite).
+WRITE_OPTION = "al_label_store_write"
 
 METADATA = sa.MetaData()
 _SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -103,24 +105,35 @@ def _sqlite_engine(url: sa.URL) -> Engine:
         dbapi_connection.isolation_level = None
 
     @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(connection):  # pragma: no cover - driver hook
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection):  # pragma: no cover - driver hook
+        # Writers (see _writer) take the write lock at once; readers never wait for it.
+        writes = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
     return engine
 
 
 def _create_postgres_database_if_missing(url: sa.URL) -> None:
+    """Create ``url``'s database when it does not exist (through the ``postgres`` database)."""
+    probe = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with probe.connect():
+            return
+    except sa.exc.OperationalError as exc:
+        if "does not exist" not in str(exc.orig):
+            raise
+    finally:
+        probe.dispose()
     admin = sa.create_engine(url.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            query = sa.text("SELECT 1 FROM pg_database WHERE datname = :name")
-            if conn.execute(query, {"name": url.database}).first() is None:
-                log.info("label store: creating database %s", url.render_as_string(hide_password=True))
-                try:
-                    conn.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
-                except (sa.exc.ProgrammingError, sa.exc.IntegrityError):  # another process created it meanwhile
-                    if conn.execute(query, {"name": url.database}).first() is None:
-                        raise
+            log.info("label store: creating database %s", url.render_as_string(hide_password=True))
+            try:
+                conn.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
+            except (sa.exc.ProgrammingError, sa.exc.IntegrityError):  # another process created it meanwhile
+                query = sa.text("SELECT 1 FROM pg_database WHERE datname = :name")
+                if conn.execute(query, {"name": url.database}).first() is None:
+                    raise
     finally:
         admin.dispose()
 
@@ -133,9 +146,11 @@ def engine_for(url: str) -> Engine:
     masked) when the database cannot be reached.
     """
     with _engines_lock:
-        if url in _engines:
-            return _engines[url]
         parsed = sa.make_url(url)
+        cached = _engines.get(url)
+        if cached is not None and (parsed.get_backend_name() != "sqlite" or Path(parsed.database or "").exists()):
+            return cached
+        # (A SQLite file removed since, e.g. with its task folder, is created again.)
         try:
             if parsed.get_backend_name() == "sqlite":
                 engine = _sqlite_engine(parsed)
@@ -143,7 +158,7 @@ def engine_for(url: str) -> Engine:
                 if parsed.get_backend_name() == "postgresql":
                     _create_postgres_database_if_missing(parsed)
                 engine = sa.create_engine(parsed, poolclass=NullPool)
-            with engine.begin() as conn:
+            with _writer(engine).begin() as conn:
                 _lock(conn, "schema")
                 METADATA.create_all(conn)
         except sa.exc.SQLAlchemyError as exc:
@@ -153,6 +168,11 @@ def engine_for(url: str) -> Engine:
             raise LabelStoreError(f"label store {masked_url(url)}: {type(exc).__name__}: {detail}") from exc
         _engines[url] = engine
         return engine
+
+
+def _writer(engine: Engine) -> Engine:
+    """``engine`` for a writing transaction (the same connections, marked :data:`WRITE_OPTION`)."""
+    return engine.execution_options(**{WRITE_OPTION: True})
 
 
 def dispose_engines() -> None:
@@ -191,7 +211,7 @@ class SqlLabelStore(LabelStore):
     def append(self, accepted_df: pd.DataFrame, *, round_number: int, source: str, source_sha256: str) -> int:
         ids, labels = validated_labels(accepted_df, source)
         round_number = int(round_number)
-        with self.engine.begin() as conn:
+        with _writer(self.engine).begin() as conn:
             _lock(conn, f"task:{self.task}")
             if self._already_appended(conn, round_number, source_sha256):
                 return 0
@@ -277,7 +297,7 @@ class SqlLabelStore(LabelStore):
         history = history.astype({c: str for c in STORE_COLUMNS if c != "round"})
         groups = history.groupby(["round", "source_sha256"], sort=False)
         imported = rows_imported = already = 0
-        with self.engine.begin() as conn:
+        with _writer(self.engine).begin() as conn:
             _lock(conn, f"task:{self.task}")
             for (round_number, source_sha256), rows in groups:
                 if self._already_appended(conn, int(round_number), source_sha256):

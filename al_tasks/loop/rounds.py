@@ -73,7 +73,9 @@ def train_round(config: LoopConfig, round_number: int, *, features: str | Path |
     """Tune on all labels before this round, evaluate on the fixed set, log and register.
 
     Returns ``{"round", "n_labelled", "n_eval", "accuracy", "macro_f1", "log_loss",
-    "best_params", "model_version", "run_id", "tune_seconds", "features"}``.
+    "best_params", "tuning_c_at_bound", "tuning_log_c_range", "tuning_c_shifts",
+    "model_version", "run_id", "tune_seconds", "features"}``; ``tuning_c_at_bound`` is
+    ``"no"``, ``"low"`` or ``"high"`` (see :mod:`al_tasks.ml.tune`).
     """
     workspace = TaskWorkspace(config)
     fs = feature_set_for(config, features)
@@ -114,6 +116,9 @@ def train_round(config: LoopConfig, round_number: int, *, features: str | Path |
         "macro_f1": metrics["macro_f1"],
         "log_loss": metrics["log_loss"],
         "best_params": result.best_params,
+        "tuning_c_at_bound": result.c_at_bound,
+        "tuning_log_c_range": list(result.log_c_range),
+        "tuning_c_shifts": result.c_shifts,
         "model_version": tracked["model_version"],
         "run_id": tracked["run_id"],
         "tune_seconds": round(result.seconds, 2),

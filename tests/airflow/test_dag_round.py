@@ -185,7 +185,11 @@ def test_one_round_end_to_end(first_round):
     assert 0 < round_run.data.metrics["accuracy"] <= 1
     assert round_run.data.metrics["n_labelled"] == summary["n_labelled"] > 0
     trials = tracking.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{round_run.info.run_id}'")
-    assert len(trials) == MAX_EVALS
+    # A best C at a bound of its range is searched again in a shifted range (half the trials).
+    assert len(trials) == MAX_EVALS + summary["tuning_c_shifts"] * (MAX_EVALS // 2)
+    # The round's tuning bound check is in its MLflow run and its summary.
+    assert round_run.data.tags["al.tuning_c_at_bound"] == summary["tuning_c_at_bound"]
+    assert round_run.data.metrics["tuning_c_at_bound"] == float(summary["tuning_c_at_bound"] != "no")
     champion = tracking.get_model_version_by_alias(config.model_name, "champion")
     assert str(champion.version) == summary["model_version"], "the first model is always promoted"
 

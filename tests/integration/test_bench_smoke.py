@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_label_efficiency_tiny(tmp_path):
-    # Three strategies keep it fast: the exact top-k path (margin; uncertainty and entropy
-    # differ only in the score), ranked batch, and the random baseline.
+    # Four arms keep it fast: the exact top-k path (margin; uncertainty and entropy differ
+    # only in the score), a candidate-set strategy (badge; ranked batch and balanced margin
+    # take the same path), the seed recipe's settings and the random baseline.
     settings = label_efficiency.LabelSettings(
         seeds=(0,),
         rounds=2,
@@ -25,7 +26,7 @@ def test_label_efficiency_tiny(tmp_path):
         seed_labels=40,
         batch=20,
         corpus_limit=1000,
-        strategies=("margin", "ranked_batch", "random"),
+        strategies=("margin", "badge", "seed_recipe", "random"),
         workers=1,
         mlflow=True,
     )
@@ -39,14 +40,20 @@ def test_label_efficiency_tiny(tmp_path):
         assert part.sort_values("round")["n_labels"].tolist() == [40, 60, 80]
     assert curves["accuracy"].between(0, 1, inclusive="right").all()
     assert curves["macro_f1"].between(0, 1).all()
-    # Round 0 is shared: every strategy starts from the same seed labels and model.
-    first = curves[curves["round"] == 0].groupby("task")["accuracy"].nunique()
-    assert (first == 1).all()
+    # Round 0 is shared: every arm that tunes alike starts from the same seed labels and model.
+    loop_defaults = curves[(curves["round"] == 0) & (curves["strategy"] != "seed_recipe")]
+    assert (loop_defaults.groupby("task")["accuracy"].nunique() == 1).all()
+    # Every tuned round carries the bound check; the seed recipe searches C <= e^1 only.
+    assert set(curves["c_at_bound"]) <= {"no", "low", "high"}
+    assert (curves.loc[curves["strategy"] == "seed_recipe", "C"] <= np.exp(1.0)).all()
+    assert (curves.loc[curves["strategy"] == "seed_recipe", "class_weight"] == "None").all()
     assert curves.loc[curves["round"] < settings.rounds, "query_seconds"].gt(0).all()
 
     final = out["final"]
     assert len(final) == n_tasks * n_strategies
     assert final["auc_accuracy_mean"].between(0, 1).all()
+    assert (final["tuned_rounds"] == settings.rounds + 1).all()
+    assert final["c_at_bound_share"].between(0, 1).all()
     # Random reaches its own final accuracy by definition.
     rand = final[final["strategy"] == "random"]
     assert (rand["labels_to_random_accuracy"] <= rand["n_labels"]).all()

@@ -8,6 +8,7 @@ write them.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import stat
 import threading
@@ -20,6 +21,7 @@ from al_tasks.cli import main
 from al_tasks.config import PRODUCT_GROUPS, SHIPPED_CORPUS, LoopConfig
 from al_tasks.io.people_csv import FORMULA_TRIGGERS
 from al_tasks.labelling.ingest import read_labelled_file
+from al_tasks.labelling.rejects import write_rejects
 from al_tasks.labelling.store import STORE_COLUMNS, CsvLabelStore
 from al_tasks.labelling.store_sql import SqlLabelStore, migrate_csv_store
 from al_tasks.workspace import TaskWorkspace
@@ -151,6 +153,26 @@ def test_two_concurrent_ingests_lose_nothing(store_url, task, truth):
     assert store_a.current().set_index("id")["label"].to_dict() == dict(zip(truth["id"], truth["label"]))
 
 
+def append_files_in_a_process(url: str, task: str, files: list[pd.DataFrame], indexes: list[int]) -> dict:
+    """A worker process's ingests (module level, so a spawned process can run it)."""
+    store = SqlLabelStore(url, task)
+    return {i: store.append(files[i], round_number=1, source=f"f{i}", source_sha256=f"{i:064d}") for i in indexes}
+
+
+def test_two_worker_processes_ingesting_at_once_lose_nothing(store_url, task, truth):
+    """As two Celery workers would: separate processes, each with its own connections."""
+    files = [truth.iloc[i * 25 : i * 25 + 25] for i in range(16)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        jobs = [
+            pool.apply_async(append_files_in_a_process, (store_url, task, files, list(range(k, 16, 2)))) for k in (0, 1)
+        ]
+        added = {i: n for job in jobs for i, n in job.get(timeout=180).items()}
+    assert added == dict.fromkeys(range(16), 25)
+    history = SqlLabelStore(store_url, task).history()
+    assert len(history) == 400 and set(history["id"]) == set(truth["id"])
+
+
 def test_the_same_file_ingested_twice_at_once_is_added_once(store_url, task, truth):
     results, start = [], threading.Barrier(4)
 
@@ -228,17 +250,21 @@ def test_export_is_spreadsheet_safe(store_url, task, truth, tmp_path):
 
 
 def test_the_sqlite_file_and_the_export_have_the_workspace_file_mode(tmp_path, truth):
-    """One mode for workspace files: 0o666 minus the umask (0644 with umask 022), never 0600."""
+    """One mode for workspace files: 0o666 minus the umask (0644 with umask 022), never 0600,
+    also after a rewrite (issue 11, defect 12)."""
     previous = os.umask(0o022)
     try:
         workspace = TaskWorkspace(LoopConfig(workspace=str(tmp_path / "ws"), task="modes"))
         workspace.store.append(truth.head(5), round_number=0, source="seed", source_sha256="0" * 64)
         workspace.store.append(truth.head(5).assign(label="other"), round_number=1, source="r1", source_sha256="1" * 64)
         workspace.store.export_csv(workspace.labels_dir / "export.csv")
+        rejected = pd.DataFrame({"line": [2, 3], "id": ["1", "2"], "label": ["x", "y"], "reason": ["no id", "no id"]})
+        write_rejects(rejected.head(1), workspace.rejects_path, source="round-1.csv")
+        write_rejects(rejected, workspace.rejects_path, source="round-1.csv")  # the rewrite kept 0600 once
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in workspace.labels_dir.iterdir()}
     finally:
         os.umask(previous)
-    assert modes == {"store.db": 0o644, "export.csv": 0o644}
+    assert modes == {"store.db": 0o644, "export.csv": 0o644, "rejects.csv": 0o644, "rejects.csv.lock": 0o644}
 
 
 # --- the CLI ------------------------------------------------------------------------------------
@@ -255,3 +281,21 @@ def test_al_labels_migrate_and_export(store_url, task, truth, tmp_path, capsys):
     assert len(pd.read_csv(out, dtype=str, encoding="utf-8-sig")) == 140
     assert main(["labels", "export", "--history", "--out", str(out), *flags]) == 0
     assert len(pd.read_csv(out, dtype=str, encoding="utf-8-sig")) == 141
+
+
+def test_a_missing_postgresql_database_is_created(postgres_label_store_url, truth):
+    import sqlalchemy as sa
+
+    url = postgres_label_store_url + "_auto"
+    try:
+        store = SqlLabelStore(url, "t")
+        assert store.append(truth.head(3), round_number=0, source="seed", source_sha256="0" * 64) == 3
+        assert len(SqlLabelStore(url, "t")) == 3
+    finally:
+        from al_tasks.labelling import store_sql
+
+        store_sql.dispose_engines()
+        admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.make_url(url).database}" WITH (FORCE)')
+        admin.dispose()

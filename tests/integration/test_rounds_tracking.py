@@ -45,7 +45,13 @@ def test_a_round_is_tracked_in_mlflow(task_config, seeded, spark, corpus):
     children = mlflow_client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
-    assert len(children) == core_config.max_evals
+    # A best C at a bound of the range is searched again in a shifted range (half the trials).
+    assert len(children) == core_config.max_evals + summary["tuning_c_shifts"] * (core_config.max_evals // 2)
+    # The tuning bound check: a normal round's best C is inside the range searched.
+    assert summary["tuning_c_at_bound"] == run.data.tags["al.tuning_c_at_bound"] == "no"
+    assert metrics["tuning_c_at_bound"] == 0.0
+    low, high = summary["tuning_log_c_range"]
+    assert low + 1.1 < np.log(float(run.data.params["best_C"])) < high - 1.1
     assert {"log_loss", "accuracy", "macro_f1"} <= set(children[0].data.metrics)
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     assert {"evaluation.json", "query"} <= artifacts
@@ -82,3 +88,20 @@ def test_a_round_is_tracked_in_mlflow(task_config, seeded, spark, corpus):
 
     rerun = train_round(core_config, 1)
     assert rerun["n_labelled"] == summary["n_labelled"]
+
+
+def test_a_c_at_the_bound_of_its_range_is_reported(task_config, seeded):
+    """A range far below any useful C (e^-10 .. e^-5): the best C sits at its top."""
+    from al_tasks.loop.rounds import train_round
+    from al_tasks.tracking import client
+
+    workspace, _ = seeded
+    narrow = task_config.with_overrides({"log_c_low": -10.0, "log_c_high": -5.0, "c_bound_shifts": 0, "max_evals": 24})
+    summary = train_round(narrow, 1)
+    assert summary["tuning_c_at_bound"] == "high" and summary["tuning_c_shifts"] == 0
+    assert summary["tuning_log_c_range"] == [-10.0, -5.0]
+    run = client(narrow).get_run(summary["run_id"])
+    assert run.data.metrics["tuning_c_at_bound"] == 1.0
+    assert run.data.tags["al.tuning_c_at_bound"] == "high"
+    assert run.data.params["tuning_log_c_high"] == "-5.0"
+    assert workspace.read_summary(1)["tuning_c_at_bound"] == "high"

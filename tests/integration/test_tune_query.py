@@ -6,6 +6,8 @@ for every strategy; small labelled sets that miss classes must not break tuning.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,27 @@ def test_tuning_is_seeded_and_binary_works(core_config, feature_set, seed_labels
     assert first.best_params == second.best_params
     assert [t["log_loss"] for t in first.trials] == [t["log_loss"] for t in second.trials]
     assert first.model.predict_proba(X).shape == (230, 2)
+
+
+def test_the_c_bound_check_fires_at_a_bound_and_not_inside(core_config, feature_set, seed_labels):
+    _, X = load_features(feature_set, seed_labels["id"].to_numpy())
+    y = seed_labels["label"].to_numpy(dtype=object)
+    # A normal search: the best C is inside e^-6 .. e^5.
+    normal = tune(X, y, core_config, max_evals=6)
+    assert normal.c_at_bound == "no" and normal.c_shifts == 0 and len(normal.trials) == 6
+    assert normal.log_c_range == (-6.0, 5.0)
+    # Constructed: e^-10 .. e^-5 is far below any useful C (the loss falls as C grows), so
+    # the best sits at its top once TPE follows the 20 random start-up trials.
+    narrow = core_config.with_overrides({"log_c_low": -10.0, "log_c_high": -5.0, "c_bound_shifts": 0})
+    capped = tune(X, y, narrow, max_evals=24)
+    assert capped.c_at_bound == "high" and capped.c_shifts == 0
+    # With a shift the search goes on above the bound, with half the trials.
+    shifted = tune(X, y, narrow.with_overrides({"c_bound_shifts": 1}), max_evals=24)
+    assert shifted.c_shifts == 1 and shifted.log_c_range == (-10.0, -2.5)
+    assert [t["search"] for t in shifted.trials] == [0] * 24 + [1] * 12
+    assert [t["number"] for t in shifted.trials] == list(range(36))
+    assert max(t["C"] for t in shifted.trials) > math.exp(-5.0)
+    assert shifted.best_loss <= capped.best_loss
+    # Without class weights in the search, every trial uses none.
+    unweighted = tune(X, y, core_config.with_overrides({"search_class_weight": False}), max_evals=4)
+    assert {t["class_weight"] for t in unweighted.trials} == {None}
