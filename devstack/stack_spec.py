@@ -74,6 +74,8 @@ class Service:
     image: str = "airflow"
     #: ``docker compose up --scale <name>=N`` makes sense.
     scalable: bool = False
+    #: Ports docker-compose.yaml publishes on the host (always on 127.0.0.1).
+    publish: tuple[str, ...] = ()
 
 
 # --- environment variable names, grouped by who needs them --------------------------------------
@@ -88,6 +90,7 @@ AIRFLOW_ENV = (
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
     "AIRFLOW__CORE__HOSTNAME_CALLABLE",
+    "AIRFLOW__API__EXPOSE_CONFIG",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
@@ -183,6 +186,7 @@ SERVICES: tuple[Service, ...] = (
             "-master.telemetry=false",
         ),
         ports={"s3": 8333},
+        publish=("s3",),
         env=SEAWEEDFS_ENV,
         health=Health("tcp", "s3"),
         image="chrislusf/seaweedfs:4.48",
@@ -207,6 +211,7 @@ SERVICES: tuple[Service, ...] = (
             "{allowed_hosts}",
         ),
         ports={"http": 5000},
+        publish=("http",),
         env=MLFLOW_ENV,
         health=Health("http", "http", "/health"),
         depends_on=("postgres", "seaweedfs"),
@@ -224,6 +229,7 @@ SERVICES: tuple[Service, ...] = (
             "{port[spark-master][webui]}",
         ),
         ports={"rpc": 7077, "webui": 8090},
+        publish=("webui",),
         env=SPARK_ENV,
         health=Health("http", "webui", "/json/"),
     ),
@@ -260,6 +266,7 @@ SERVICES: tuple[Service, ...] = (
         "airflow-api-server",
         ("airflow", "api-server", "--host", "{bind}", "--port", "{port[airflow-api-server][http]}", "--workers", "1"),
         ports={"http": 8080},
+        publish=("http",),
         env=AIRFLOW_ENV,
         health=Health("http", "http", "/api/v2/monitor/health"),
         depends_on=("airflow-init",),
@@ -463,6 +470,8 @@ def _all_values(p: Placement, secrets: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.stack_spec.worker_hostname",
         # A worker lost with its tasks is noticed after this long, and the task retried.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
+        # Operators can read the deployment's settings (never the secrets) in the UI and API.
+        "AIRFLOW__API__EXPOSE_CONFIG": "non-sensitive-only",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": p.bind,
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(p.port("airflow-scheduler", "health")),
