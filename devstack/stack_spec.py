@@ -124,10 +124,11 @@ class WorkerRole:
     concurrency: int
 
 
-#: One worker for the light tasks; one for the Spark-heavy ones (which also helps with light ones).
+#: One worker for the light tasks; one, next to the Spark cluster, for the Spark-heavy ones
+#: (one at a time: each holds the cluster's cores). Light tasks never wait behind a Spark job.
 WORKERS = (
     WorkerRole("airflow-worker", "worker-default", (DEFAULT_QUEUE,), 2),
-    WorkerRole("airflow-worker-spark", "worker-spark", (SPARK_QUEUE, DEFAULT_QUEUE), 1),
+    WorkerRole("airflow-worker-spark", "worker-spark", (SPARK_QUEUE,), 1),
 )
 
 
