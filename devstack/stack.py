@@ -340,8 +340,33 @@ class Stack:
         for name, info in state["services"].items():
             alive = _is_ours(info)
             ports = {f"{p}:{port}": port_in_use(port) for p, port in info["ports"].items() if port}
-            rows.append({"service": name, "pid": info["pid"], "alive": alive, "ports": ports, "log": info["log"]})
+            rows.append(
+                {
+                    "service": name,
+                    "pid": info["pid"],
+                    "alive": alive,
+                    "ports": ports,
+                    "rss_mb": _group_rss_mb(info["pid"]) if alive else 0,
+                    "log": info["log"],
+                }
+            )
         return rows
+
+    def memory_mb(self) -> dict[str, int]:
+        """Resident memory of each service's process group (with its tasks and JVMs), MB."""
+        import psutil
+
+        state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {"services": {}}
+        by_group = {info["pid"]: name for name, info in state["services"].items()}
+        totals = dict.fromkeys(by_group.values(), 0)
+        for proc in psutil.process_iter():
+            try:
+                name = by_group.get(os.getpgid(proc.pid))
+                if name is not None:
+                    totals[name] += proc.memory_info().rss
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return {name: total // 2**20 for name, total in totals.items()}
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop ``name``'s process group (``SIGKILL``: at once, as a lost machine)."""
@@ -388,6 +413,22 @@ class Stack:
         ports = sorted({p for info in state["services"].values() for p in info["ports"].values() if p})
         groups = {info["pid"] for info in state["services"].values()}
         return _marked_pids(self.state_dir, groups), [p for p in ports if port_in_use(p)]
+
+
+def _group_rss_mb(pgid: int) -> int:
+    """Resident memory of the whole process group ``pgid`` (the component, its task
+    processes and JVMs), in MB.
+    """
+    import psutil
+
+    total = 0
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                total += proc.memory_info().rss
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return total // 2**20
 
 
 def _create_time(pid: int) -> float | None:
@@ -495,7 +536,8 @@ def _print_status(stack: Stack) -> int:
     print(f"stack in {stack.state_dir} (logs {stack.logs})")
     for row in rows:
         ports = ", ".join(f"{k}{'' if up else ' (closed)'}" for k, up in row["ports"].items()) or "-"
-        print(f"  {row['service']:<24} pid {row['pid']:<8} {'alive' if row['alive'] else 'DEAD ':<6} {ports}")
+        state = "alive" if row["alive"] else "DEAD "
+        print(f"  {row['service']:<24} pid {row['pid']:<8} {state:<6} {row['rss_mb']:>6} MB  {ports}")
     return 0 if all(r["alive"] for r in rows) else 1
 
 

@@ -19,7 +19,9 @@ Run on its own (``make test-stack``): it starts some fifteen processes.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import threading
 import time
 import urllib.request
 from datetime import datetime
@@ -69,6 +71,28 @@ def stack(tmp_path_factory):
         raise
     finally:
         stack.down()
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of each service's process group while the rounds run (for docs/deploy.md)."""
+
+    def __init__(self, stack) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.peak, self.stopping = stack, {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(5):
+            for name, mb in self.stack.memory_mb().items():
+                self.peak[name] = max(mb, self.peak.get(name, 0))
+
+
+@pytest.fixture(scope="module")
+def memory(stack):
+    sampler = MemorySampler(stack)
+    sampler.start()
+    yield sampler
+    sampler.stopping.set()
+    print("peak RSS per service (MB):", json.dumps(sampler.peak), "load:", os.getloadavg())
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +149,7 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def test_round_one_runs_on_the_team_stack(stack, api, s3, config, small_corpus, tmp_path):
+def test_round_one_runs_on_the_team_stack(stack, memory, api, s3, config, small_corpus, tmp_path):
     started = time.monotonic()
     labels, evaluation = sample_seed_files(config, tmp_path / "seed", size=230, eval_size=300)
     upload_seed(s3, LABELLING_BUCKET, TASK, labels, evaluation)
@@ -241,6 +265,7 @@ def test_a_killed_worker_is_replaced_and_the_round_completes(stack, api):
     assert State.first_run, "round 1 did not run"
     second = f"round-2__{State.first_run}"
     # A second worker joins the Spark queue (scaling a queue is starting one more worker).
+    started = time.monotonic()
     stack.start_extra_worker("worker-spare", ("spark",))
     tune = _wait(
         lambda: (ti := _task_instances(api, second).get("tune")) and ti["state"] == "running" and ti["hostname"] and ti,
@@ -251,6 +276,7 @@ def test_a_killed_worker_is_replaced_and_the_round_completes(stack, api):
     victim = {"worker-spark": "airflow-worker-spark", "worker-spare": "airflow-worker-worker-spare"}[tune["hostname"]]
     stack.stop_service(victim, signal.SIGKILL)
     _wait(lambda: _run_state(api, second) in ("success", "failed"), 420, "round 2 after the kill")
+    print(f"round 2 with the kill and the retry: {time.monotonic() - started:.0f} s")
     tis = _task_instances(api, second)
     assert _run_state(api, second) == "success", {t: ti["state"] for t, ti in tis.items()}
     assert tis["tune"]["try_number"] >= 2, "tune was retried"
@@ -259,9 +285,11 @@ def test_a_killed_worker_is_replaced_and_the_round_completes(stack, api):
     assert status["status"] == "stopped" and status["reason"] == "max_rounds reached: round 2 of 2"
 
 
-def test_down_leaves_nothing_behind(stack):
+def test_down_leaves_nothing_behind(stack, memory):
     status = {row["service"]: row for row in stack.status()}
     survivors = {name for name, row in status.items() if row["alive"]}
+    memory.stopping.set()
+    print("peak RSS per service (MB):", json.dumps(memory.peak), "load:", os.getloadavg())
     assert survivors >= {"airflow-scheduler", "airflow-worker", "mlflow", "spark-master", "seaweedfs"}
     stack.down()
     pids, ports = stack.leftovers()
