@@ -110,7 +110,12 @@ AIRFLOW_ENV = (
 )
 WORKER_ENV = (*AIRFLOW_ENV, "AL_STACK_HOSTNAME")
 SPARK_ENV = ("SPARK_LOCAL_IP", "SPARK_MASTER_OPTS", "PYSPARK_PYTHON", "PYTHONPATH", "SPARK_WORKER_DIR")
-MLFLOW_ENV = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_ENV = (
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+)
 SEAWEEDFS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
@@ -493,6 +498,9 @@ def _all_values(p: Placement, secrets: Mapping[str, str]) -> dict[str, str]:
         # The master's REST submission server would hold a fixed port (6066); jobs come from drivers.
         "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        # The server's job runner (huey consumers, for GenAI features) is not used here;
+        # it would more than double the server's memory.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "AWS_ACCESS_KEY_ID": secrets.get("AL_S3_ACCESS_KEY", ""),
         "AWS_SECRET_ACCESS_KEY": secrets.get("AL_S3_SECRET_KEY", ""),
         "POSTGRES_USER": "postgres",

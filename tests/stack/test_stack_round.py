@@ -286,9 +286,19 @@ def test_a_killed_worker_is_replaced_and_the_round_completes(stack, api):
 
 
 def test_down_leaves_nothing_behind(stack, memory):
+    import psutil
+
     status = {row["service"]: row for row in stack.status()}
     survivors = {name for name, row in status.items() if row["alive"]}
     memory.stopping.set()
+    # Nothing of the stack listens anywhere but on loopback.
+    pids, _ = stack.leftovers()
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in set(pids)
+    }
+    assert listening and {ip for ip, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
     print("peak RSS per service (MB):", json.dumps(memory.peak), "load:", os.getloadavg())
     assert survivors >= {"airflow-scheduler", "airflow-worker", "mlflow", "spark-master", "seaweedfs"}
     stack.down()
