@@ -393,8 +393,7 @@ class Stack:
         order = [n for n in reversed(START_ORDER) if n in state["services"]]
         order = [n for n in state["services"] if n not in order] + order
         groups = {info["pid"] for info in state["services"].values()}
-        for name in order:
-            _stop_group(state["services"][name])
+        _stop_groups([state["services"][name] for name in order])
         leftovers = _kill_marked(self.state_dir, groups)
         for port in {p for info in state["services"].values() for p in info["ports"].values() if p}:
             for _ in range(40):
@@ -432,10 +431,14 @@ def _group_rss_mb(pgid: int) -> int:
 
 
 def _create_time(pid: int) -> float | None:
+    """Start time of the live process ``pid``; None if it is gone or a zombie (exited,
+    not yet reaped by the process that started it).
+    """
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
     except psutil.Error:
         return None
 
@@ -446,18 +449,21 @@ def _is_ours(info: Mapping) -> bool:
     return started is not None and (info.get("started") is None or abs(started - info["started"]) < 0.01)
 
 
-def _stop_group(info: Mapping, timeout: float = 12) -> None:
-    """SIGTERM to the group led by ``info['pid']`` (only if it is still ours), SIGKILL after ``timeout``."""
+def _stop_groups(infos: list[Mapping], timeout: float = 15) -> None:
+    """SIGTERM to every group led by ``info['pid']`` that is still ours (in the given
+    order, without waiting in between), then SIGKILL to those left after ``timeout``.
+    """
     from devstack.processes import signal_group
 
-    if not _is_ours(info):
-        return
-    signal_group(info["pid"], signal.SIGTERM)
+    live = [info for info in infos if _is_ours(info)]
+    for info in live:
+        signal_group(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _is_ours(info):
+    while time.monotonic() < deadline and any(_is_ours(info) for info in live):
         time.sleep(0.25)
-    if _is_ours(info):
-        signal_group(info["pid"], signal.SIGKILL)
+    for info in live:
+        if _is_ours(info):
+            signal_group(info["pid"], signal.SIGKILL)
 
 
 def _marked_pids(state_dir: Path, groups: set[int]) -> list[int]:
