@@ -210,7 +210,14 @@ class Stack:
 
     # -- up -------------------------------------------------------------------------------------
     def up(self, fresh_databases: bool = False, timeout: float = 240) -> Stack:
-        """Start every service (idempotent per service: a live one is left alone)."""
+        """Start every service; refuses when this state folder's stack still runs."""
+        running = [row["service"] for row in self.status() if row["alive"]] if not self.processes else []
+        if running:
+            raise StackError(
+                f"the stack in {self.state_dir} is running ({', '.join(running)}): make stack-status / make stack-down"
+            )
+        if self.state_file.exists():
+            self.state_file.unlink()  # a previous stack's pids must not be signalled by this one's down
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.credentials = load_credentials(self.state_dir / "credentials.env", self.base_env or os.environ)
         for external in ("postgres", "redis"):
