@@ -142,6 +142,9 @@ class Stack:
     db_prefix: str = "al_stack"
     redis_db: int = 0
     base_env: dict[str, str] | None = None
+    #: The one switch to a single machine without Celery: "LocalExecutor" (same PostgreSQL
+    #: metadata; the scheduler runs the tasks, no Celery worker is started).
+    executor: str = "CeleryExecutor"
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -198,6 +201,8 @@ class Stack:
             base = airflow_environment(settings, base)
             base["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(self.logs / "airflow")
         base.update(spec.environment(service, self.placement, self.credentials))
+        if name.startswith("airflow-"):
+            base["AIRFLOW__CORE__EXECUTOR"] = self.executor
         if name.startswith("spark-"):
             base.update(SPARK_HOME=spark_home(), SPARK_LOG_DIR=str(self.logs), SPARK_NO_DAEMONIZE="1")
         for role in spec.WORKERS:
@@ -220,7 +225,7 @@ class Stack:
             self.state_file.unlink()  # a previous stack's pids must not be signalled by this one's down
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.credentials = load_credentials(self.state_dir / "credentials.env", self.base_env or os.environ)
-        for external in ("postgres", "redis"):
+        for external in ("postgres", "redis") if self.executor == "CeleryExecutor" else ("postgres",):
             port = self.placement.port(external, next(iter(spec.service(external).ports)))
             if not port_in_use(port):
                 raise StackError(f"{external} does not answer on {HOST}:{port}; it must run before the stack starts")
@@ -230,12 +235,17 @@ class Stack:
         prepare_airflow_home(self.airflow_settings(), self.base_env)  # folders, admin password file
         self._write_state()
         try:
-            for name in START_ORDER:
+            for name in self.services():
                 self.start_service(name, timeout=timeout)
         except BaseException:
             self.down()
             raise
         return self
+
+    def services(self) -> list[str]:
+        """The services this stack starts, in order."""
+        workers = {role.service for role in spec.WORKERS}
+        return [n for n in START_ORDER if self.executor == "CeleryExecutor" or n not in workers]
 
     def start_service(self, name: str, timeout: float = 240, *, queues: tuple[str, ...] | None = None) -> None:
         if name in self.processes and self.processes[name].is_running():
@@ -558,6 +568,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("up", "down", "status", "compose"))
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("AL_STACK_DIR", DEFAULT_DIR)))
+    parser.add_argument(
+        "--local-executor",
+        action="store_true",
+        help="LocalExecutor on the same PostgreSQL: no Celery workers (a single machine without Redis)",
+    )
+    parser.add_argument(
+        "--free-ports", action="store_true", help="free ports instead of the defaults (8080, 5000, ...)"
+    )
     args = parser.parse_args(argv)
     if args.action == "compose":
         from devstack.compose import render_compose
@@ -565,6 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_compose())
         return 0
     stack = Stack(args.dir)
+    if args.action == "up":
+        stack = Stack(
+            args.dir,
+            ports=free_ports() if args.free_ports else stack.ports,
+            executor="LocalExecutor" if args.local_executor else "CeleryExecutor",
+        )
     if args.action == "status":
         return _print_status(stack)
     if args.action == "down":
