@@ -498,6 +498,13 @@ class LoopConfig:
         title="Driver host",
         description="Address the driver binds and advertises to executors.",
     )
+    spark_queue: str = setting(
+        "default",
+        section="spark",
+        title="Spark task queue",
+        description="Celery queue of the Spark-heavy tasks (featurize, tune, query, daily scoring); "
+        "read where the DAG files are parsed. 'default' runs them with every other task.",
+    )
     spark_ui: bool = setting(False, section="spark", title="Spark UI", description="Start the Spark UI of the driver.")
     spark_log_level: str = setting(
         "ERROR",

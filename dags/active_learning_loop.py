@@ -30,7 +30,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import DAG
-from al_common import MACROS, loop_params
+from al_common import MACROS, loop_params, spark_queue
 from al_operators import (
     AccuracyAlertOperator,
     ExportQuerySetOperator,
@@ -60,15 +60,22 @@ with DAG(
     tags=["active-learning", "labelling"],
     default_args={"owner": "ml", "retries": 1, "retry_delay": timedelta(seconds=30)},
 ) as dag:
-    featurize = FeaturizeOperator(task_id="featurize")
+    # Spark-heavy tasks go to the Spark queue (AL_SPARK_QUEUE; "default" in the embedded setup).
+    featurize = FeaturizeOperator(task_id="featurize", queue=spark_queue())
     seed = SeedFromBucketOperator(task_id="seed", features=featurize.output)
-    tune = TrainRoundOperator(task_id="tune", features=featurize.output)
+    tune = TrainRoundOperator(task_id="tune", features=featurize.output, queue=spark_queue())
     promote = PromoteModelOperator(task_id="promote", trained=tune.output)
     # Retries are for flaky receivers; a channel that stays broken fails this side branch
     # (the run shows red) while the round carries on.
     alert_check = AccuracyAlertOperator(task_id="alert_check", trained=tune.output, retries=2)
     plan_round = PlanRoundOperator(task_id="plan_round", trained=tune.output, features=featurize.output)
-    query = QueryRoundOperator(task_id="query", plan=plan_round.output, trained=tune.output, features=featurize.output)
+    query = QueryRoundOperator(
+        task_id="query",
+        plan=plan_round.output,
+        trained=tune.output,
+        features=featurize.output,
+        queue=spark_queue(),
+    )
     export = ExportQuerySetOperator(task_id="export", queried=query.output)
     wait_for_labels = LabelFileSensor(
         task_id="wait_for_labels",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable
-from al_common import daily_params
+from al_common import daily_params, spark_queue
 from al_daily import ScoreDayOperator, StageLandingOperator
 
 with DAG(
@@ -34,5 +34,5 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
     stage = StageLandingOperator(task_id="stage_landing")
-    score = ScoreDayOperator(task_id="score_day")
+    score = ScoreDayOperator(task_id="score_day", queue=spark_queue())
     stage >> score

@@ -142,6 +142,9 @@ class Stack:
     db_prefix: str = "al_stack"
     redis_db: int = 0
     base_env: dict[str, str] | None = None
+    #: The one switch to a single machine without Celery: "LocalExecutor" (same PostgreSQL
+    #: metadata; the scheduler runs the tasks, no Celery worker is started).
+    executor: str = "CeleryExecutor"
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -198,6 +201,8 @@ class Stack:
             base = airflow_environment(settings, base)
             base["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(self.logs / "airflow")
         base.update(spec.environment(service, self.placement, self.credentials))
+        if name.startswith("airflow-"):
+            base["AIRFLOW__CORE__EXECUTOR"] = self.executor
         if name.startswith("spark-"):
             base.update(SPARK_HOME=spark_home(), SPARK_LOG_DIR=str(self.logs), SPARK_NO_DAEMONIZE="1")
         for role in spec.WORKERS:
@@ -210,10 +215,17 @@ class Stack:
 
     # -- up -------------------------------------------------------------------------------------
     def up(self, fresh_databases: bool = False, timeout: float = 240) -> Stack:
-        """Start every service (idempotent per service: a live one is left alone)."""
+        """Start every service; refuses when this state folder's stack still runs."""
+        running = [row["service"] for row in self.status() if row["alive"]] if not self.processes else []
+        if running:
+            raise StackError(
+                f"the stack in {self.state_dir} is running ({', '.join(running)}): make stack-status / make stack-down"
+            )
+        if self.state_file.exists():
+            self.state_file.unlink()  # a previous stack's pids must not be signalled by this one's down
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.credentials = load_credentials(self.state_dir / "credentials.env", self.base_env or os.environ)
-        for external in ("postgres", "redis"):
+        for external in ("postgres", "redis") if self.executor == "CeleryExecutor" else ("postgres",):
             port = self.placement.port(external, next(iter(spec.service(external).ports)))
             if not port_in_use(port):
                 raise StackError(f"{external} does not answer on {HOST}:{port}; it must run before the stack starts")
@@ -223,12 +235,17 @@ class Stack:
         prepare_airflow_home(self.airflow_settings(), self.base_env)  # folders, admin password file
         self._write_state()
         try:
-            for name in START_ORDER:
+            for name in self.services():
                 self.start_service(name, timeout=timeout)
         except BaseException:
             self.down()
             raise
         return self
+
+    def services(self) -> list[str]:
+        """The services this stack starts, in order."""
+        workers = {role.service for role in spec.WORKERS}
+        return [n for n in START_ORDER if self.executor == "CeleryExecutor" or n not in workers]
 
     def start_service(self, name: str, timeout: float = 240, *, queues: tuple[str, ...] | None = None) -> None:
         if name in self.processes and self.processes[name].is_running():
@@ -340,8 +357,33 @@ class Stack:
         for name, info in state["services"].items():
             alive = _is_ours(info)
             ports = {f"{p}:{port}": port_in_use(port) for p, port in info["ports"].items() if port}
-            rows.append({"service": name, "pid": info["pid"], "alive": alive, "ports": ports, "log": info["log"]})
+            rows.append(
+                {
+                    "service": name,
+                    "pid": info["pid"],
+                    "alive": alive,
+                    "ports": ports,
+                    "rss_mb": _group_rss_mb(info["pid"]) if alive else 0,
+                    "log": info["log"],
+                }
+            )
         return rows
+
+    def memory_mb(self) -> dict[str, int]:
+        """Resident memory of each service's process group (with its tasks and JVMs), MB."""
+        import psutil
+
+        state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {"services": {}}
+        by_group = {info["pid"]: name for name, info in state["services"].items()}
+        totals = dict.fromkeys(by_group.values(), 0)
+        for proc in psutil.process_iter():
+            try:
+                name = by_group.get(os.getpgid(proc.pid))
+                if name is not None:
+                    totals[name] += proc.memory_info().rss
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return {name: total // 2**20 for name, total in totals.items()}
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop ``name``'s process group (``SIGKILL``: at once, as a lost machine)."""
@@ -368,8 +410,7 @@ class Stack:
         order = [n for n in reversed(START_ORDER) if n in state["services"]]
         order = [n for n in state["services"] if n not in order] + order
         groups = {info["pid"] for info in state["services"].values()}
-        for name in order:
-            _stop_group(state["services"][name])
+        _stop_groups([state["services"][name] for name in order])
         leftovers = _kill_marked(self.state_dir, groups)
         for port in {p for info in state["services"].values() for p in info["ports"].values() if p}:
             for _ in range(40):
@@ -390,11 +431,31 @@ class Stack:
         return _marked_pids(self.state_dir, groups), [p for p in ports if port_in_use(p)]
 
 
+def _group_rss_mb(pgid: int) -> int:
+    """Resident memory of the whole process group ``pgid`` (the component, its task
+    processes and JVMs), in MB.
+    """
+    import psutil
+
+    total = 0
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                total += proc.memory_info().rss
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return total // 2**20
+
+
 def _create_time(pid: int) -> float | None:
+    """Start time of the live process ``pid``; None if it is gone or a zombie (exited,
+    not yet reaped by the process that started it).
+    """
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
     except psutil.Error:
         return None
 
@@ -405,18 +466,21 @@ def _is_ours(info: Mapping) -> bool:
     return started is not None and (info.get("started") is None or abs(started - info["started"]) < 0.01)
 
 
-def _stop_group(info: Mapping, timeout: float = 12) -> None:
-    """SIGTERM to the group led by ``info['pid']`` (only if it is still ours), SIGKILL after ``timeout``."""
+def _stop_groups(infos: list[Mapping], timeout: float = 15) -> None:
+    """SIGTERM to every group led by ``info['pid']`` that is still ours (in the given
+    order, without waiting in between), then SIGKILL to those left after ``timeout``.
+    """
     from devstack.processes import signal_group
 
-    if not _is_ours(info):
-        return
-    signal_group(info["pid"], signal.SIGTERM)
+    live = [info for info in infos if _is_ours(info)]
+    for info in live:
+        signal_group(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _is_ours(info):
+    while time.monotonic() < deadline and any(_is_ours(info) for info in live):
         time.sleep(0.25)
-    if _is_ours(info):
-        signal_group(info["pid"], signal.SIGKILL)
+    for info in live:
+        if _is_ours(info):
+            signal_group(info["pid"], signal.SIGKILL)
 
 
 def _marked_pids(state_dir: Path, groups: set[int]) -> list[int]:
@@ -495,7 +559,8 @@ def _print_status(stack: Stack) -> int:
     print(f"stack in {stack.state_dir} (logs {stack.logs})")
     for row in rows:
         ports = ", ".join(f"{k}{'' if up else ' (closed)'}" for k, up in row["ports"].items()) or "-"
-        print(f"  {row['service']:<24} pid {row['pid']:<8} {'alive' if row['alive'] else 'DEAD ':<6} {ports}")
+        state = "alive" if row["alive"] else "DEAD "
+        print(f"  {row['service']:<24} pid {row['pid']:<8} {state:<6} {row['rss_mb']:>6} MB  {ports}")
     return 0 if all(r["alive"] for r in rows) else 1
 
 
@@ -503,6 +568,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("up", "down", "status", "compose"))
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("AL_STACK_DIR", DEFAULT_DIR)))
+    parser.add_argument(
+        "--local-executor",
+        action="store_true",
+        help="LocalExecutor on the same PostgreSQL: no Celery workers (a single machine without Redis)",
+    )
+    parser.add_argument(
+        "--free-ports", action="store_true", help="free ports instead of the defaults (8080, 5000, ...)"
+    )
     args = parser.parse_args(argv)
     if args.action == "compose":
         from devstack.compose import render_compose
@@ -510,6 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_compose())
         return 0
     stack = Stack(args.dir)
+    if args.action == "up":
+        stack = Stack(
+            args.dir,
+            ports=free_ports() if args.free_ports else stack.ports,
+            executor="LocalExecutor" if args.local_executor else "CeleryExecutor",
+        )
     if args.action == "status":
         return _print_status(stack)
     if args.action == "down":

@@ -74,6 +74,8 @@ class Service:
     image: str = "airflow"
     #: ``docker compose up --scale <name>=N`` makes sense.
     scalable: bool = False
+    #: Ports docker-compose.yaml publishes on the host (always on 127.0.0.1).
+    publish: tuple[str, ...] = ()
 
 
 # --- environment variable names, grouped by who needs them --------------------------------------
@@ -88,6 +90,7 @@ AIRFLOW_ENV = (
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
     "AIRFLOW__CORE__HOSTNAME_CALLABLE",
+    "AIRFLOW__API__EXPOSE_CONFIG",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
@@ -107,7 +110,12 @@ AIRFLOW_ENV = (
 )
 WORKER_ENV = (*AIRFLOW_ENV, "AL_STACK_HOSTNAME")
 SPARK_ENV = ("SPARK_LOCAL_IP", "SPARK_MASTER_OPTS", "PYSPARK_PYTHON", "PYTHONPATH", "SPARK_WORKER_DIR")
-MLFLOW_ENV = ("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_ENV = (
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+)
 SEAWEEDFS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
@@ -121,10 +129,11 @@ class WorkerRole:
     concurrency: int
 
 
-#: One worker for the light tasks; one for the Spark-heavy ones (which also helps with light ones).
+#: One worker for the light tasks; one, next to the Spark cluster, for the Spark-heavy ones
+#: (one at a time: each holds the cluster's cores). Light tasks never wait behind a Spark job.
 WORKERS = (
     WorkerRole("airflow-worker", "worker-default", (DEFAULT_QUEUE,), 2),
-    WorkerRole("airflow-worker-spark", "worker-spark", (SPARK_QUEUE, DEFAULT_QUEUE), 1),
+    WorkerRole("airflow-worker-spark", "worker-spark", (SPARK_QUEUE,), 1),
 )
 
 
@@ -183,6 +192,7 @@ SERVICES: tuple[Service, ...] = (
             "-master.telemetry=false",
         ),
         ports={"s3": 8333},
+        publish=("s3",),
         env=SEAWEEDFS_ENV,
         health=Health("tcp", "s3"),
         image="chrislusf/seaweedfs:4.48",
@@ -207,6 +217,7 @@ SERVICES: tuple[Service, ...] = (
             "{allowed_hosts}",
         ),
         ports={"http": 5000},
+        publish=("http",),
         env=MLFLOW_ENV,
         health=Health("http", "http", "/health"),
         depends_on=("postgres", "seaweedfs"),
@@ -224,6 +235,7 @@ SERVICES: tuple[Service, ...] = (
             "{port[spark-master][webui]}",
         ),
         ports={"rpc": 7077, "webui": 8090},
+        publish=("webui",),
         env=SPARK_ENV,
         health=Health("http", "webui", "/json/"),
     ),
@@ -260,6 +272,7 @@ SERVICES: tuple[Service, ...] = (
         "airflow-api-server",
         ("airflow", "api-server", "--host", "{bind}", "--port", "{port[airflow-api-server][http]}", "--workers", "1"),
         ports={"http": 8080},
+        publish=("http",),
         env=AIRFLOW_ENV,
         health=Health("http", "http", "/api/v2/monitor/health"),
         depends_on=("airflow-init",),
@@ -463,6 +476,8 @@ def _all_values(p: Placement, secrets: Mapping[str, str]) -> dict[str, str]:
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.stack_spec.worker_hostname",
         # A worker lost with its tasks is noticed after this long, and the task retried.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
+        # Operators can read the deployment's settings (never the secrets) in the UI and API.
+        "AIRFLOW__API__EXPOSE_CONFIG": "non-sensitive-only",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": p.bind,
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(p.port("airflow-scheduler", "health")),
@@ -483,6 +498,9 @@ def _all_values(p: Placement, secrets: Mapping[str, str]) -> dict[str, str]:
         # The master's REST submission server would hold a fixed port (6066); jobs come from drivers.
         "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        # The server's job runner (huey consumers, for GenAI features) is not used here;
+        # it would more than double the server's memory.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "AWS_ACCESS_KEY_ID": secrets.get("AL_S3_ACCESS_KEY", ""),
         "AWS_SECRET_ACCESS_KEY": secrets.get("AL_S3_SECRET_KEY", ""),
         "POSTGRES_USER": "postgres",

@@ -130,6 +130,13 @@ def round_from_params(params: Mapping[str, Any]) -> int:
     return number
 
 
+def spark_queue() -> str:
+    """The queue of the Spark-heavy tasks (``AL_SPARK_QUEUE`` where the DAG is parsed):
+    a team deployment sends them to workers that reach the Spark cluster.
+    """
+    return LoopConfig.from_env().spark_queue
+
+
 def s3_client(aws_conn_id: str = S3_CONN_ID):
     """A boto3 S3 client from the Airflow connection ``aws_conn_id``."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook

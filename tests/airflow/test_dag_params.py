@@ -52,3 +52,15 @@ def test_the_dag_file_wires_the_data_flow_through_xcom_args(airflow_in_process):
         "trigger_next_round",
         "tune",
     }
+
+
+def test_spark_heavy_tasks_go_to_the_configured_queue(airflow_in_process, monkeypatch):
+    spark_tasks = {"featurize", "tune", "query"}
+    embedded = load_dag()
+    assert {task.queue for task in embedded.tasks} == {"default"}, "embedded setup: one queue"
+    monkeypatch.setenv("AL_SPARK_QUEUE", "spark")
+    dag = load_dag()
+    assert {task.task_id for task in dag.tasks if task.queue == "spark"} == spark_tasks
+    assert {task.queue for task in dag.tasks if task.task_id not in spark_tasks} == {"default"}
+    daily = load_dag("daily_ingest", "daily_ingest.py")
+    assert {task.task_id: task.queue for task in daily.tasks} == {"stage_landing": "default", "score_day": "spark"}
