@@ -93,15 +93,18 @@ class Corpus:
 def scan_file(path: str | Path) -> tuple[str, bool]:
     """One pass over the file: (sha256 of its bytes, True when its text is all UTF-8).
 
-    A gzipped file is hashed as stored and checked decompressed.
+    A gzipped file is hashed as stored and checked decompressed; a Parquet file is hashed
+    and checked too (cheap next to reading it), a folder signed by its listing.
     """
     path = Path(path)
+    if path.is_dir():  # a Parquet dataset: its files' names, sizes and times; Parquet text is UTF-8
+        return _dir_signature(path), True
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
     valid = True
     gz = path.suffix == ".gz"
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
+        for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
             if valid and not gz:
                 valid = _decodes(decoder, block)
@@ -110,7 +113,7 @@ def scan_file(path: str | Path) -> tuple[str, bool]:
     if gz:
         decoder = codecs.getincrementaldecoder("utf-8")()
         with gzip.open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
+            for block in iter(lambda: fh.read(1 << 20), b""):
                 if not _decodes(decoder, block):
                     return digest.hexdigest(), False
         valid = _decodes(decoder, b"", final=True)
@@ -417,8 +420,8 @@ def ingest_corpus(
     path = Path(corpus_path or config.corpus_path)
     if not path.exists():
         raise CorpusError(f"{path}: corpus file not found")
-    file_sha, valid_utf8 = ("", True) if path.is_dir() else scan_file(path)
-    fp = corpus_fingerprint(file_sha or _dir_signature(path), config)
+    file_sha, valid_utf8 = scan_file(path)
+    fp = corpus_fingerprint(file_sha, config)
     target = TaskWorkspace(config).corpus_dir(fp)
     if (target / "_SUCCESS").exists():
         manifest = json.loads((target / "manifest.json").read_text())
@@ -427,7 +430,8 @@ def ingest_corpus(
     stats = stats if stats is not None else ReadStats()
     staging = fresh_dir(target)
     try:
-        files = _write_chunks(path, config, staging, chunk_rows, not valid_utf8, stats, progress_seconds, started)
+        bad_bytes = not valid_utf8 and not _is_parquet(path)
+        files = _write_chunks(path, config, staging, chunk_rows, bad_bytes, stats, progress_seconds, started)
         manifest = _manifest(fp, path, file_sha, chunk_rows, files, stats, started)
         if not stats.accepted:
             raise CorpusError(f"{path}: no record with a narrative ({stats.rows_read} records read)")
