@@ -90,7 +90,23 @@ class Corpus:
 
 
 # ----------------------------------------------------------------------------- the file
+#: scan_file results of this process, by (path, size, mtime): a round asks several times.
+_SCANNED: dict[tuple[str, int, int], tuple[str, bool]] = {}
+
+
 def scan_file(path: str | Path) -> tuple[str, bool]:
+    """:func:`_scan_file`, remembered for an unchanged file (same size and modification time)."""
+    path = Path(path)
+    if path.is_dir():
+        return _scan_file(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SCANNED:
+        _SCANNED[key] = _scan_file(path)
+    return _SCANNED[key]
+
+
+def _scan_file(path: str | Path) -> tuple[str, bool]:
     """One pass over the file: (sha256 of its bytes, True when its text is all UTF-8).
 
     A gzipped file is hashed as stored and checked decompressed; a Parquet file is hashed

@@ -131,7 +131,7 @@ def _previous_path_features(config, spark, docs: pd.DataFrame) -> sp.csr_matrix:
     return rows["id"].to_numpy(), X.tocsr()
 
 
-def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(core_config, spark, tmp_path):
+def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(core_config, spark, tmp_path, caplog):
     """A corpus 16x the chunk: the driver holds one chunk of texts at a time (reader
     counters, tracemalloc), Spark reads the ingested dataset, and the vectors are those
     of the previous whole-corpus path."""
@@ -149,8 +149,11 @@ def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(
     assert reader_peak < corpus_text_bytes / 3, (reader_peak, corpus_text_bytes)
     stats = ReadStats()
     ingest_corpus(config, chunk_rows=500, stats=stats)
-    fs = featurize(config, spark, chunk_rows=500)
+    with caplog.at_level("INFO", logger="al_tasks"):
+        fs = featurize(config, spark, chunk_rows=500, progress_seconds=0.5)
     assert (stats.chunks, stats.peak_chunk_rows, stats.accepted) == (17, 500, 8017)
+    progress = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert progress and "of 8,017 docs" in progress[-1], progress
     assert fs.docs_path == fs.docs_root and not (fs.root / "docs.parquet").exists()  # texts stored once
     assert len(list(fs.docs_path.glob("part-*.parquet"))) == 17
 
