@@ -73,6 +73,7 @@ TARGETS = {
     "peak_driver_gib": 1.5,
     "peak_memory_gib": 6.0,
 }
+HASHING_IMPL = "project (HashingVectorizer on Spark)"
 #: A measurement taken above this 1-minute load average per core is marked, not published.
 LOADED_PER_CORE = 1.5
 #: The CFPB export's columns, in its order (complaints.csv); "Product group" is the ground truth.
@@ -120,6 +121,7 @@ class ThroughputSettings:
     empty_share : rows without a narrative per narrative in the synthetic CSV (0.25: one row in five)
     sklearn : measure the scikit-learn single-machine featurize baseline in the same run
     modal_baselines : measure the modAL / seed-recipe query baselines too
+    hashing_vectorizer : also featurize with ``featurizer="hashing_vectorizer"`` (its own feature set)
     """
 
     sizes: tuple[int, ...] = (1_000_000, 3_000_000)
@@ -135,6 +137,7 @@ class ThroughputSettings:
     empty_share: float = 0.25
     sklearn: bool = True
     modal_baselines: bool = True
+    hashing_vectorizer: bool = True
 
 
 QUICK = ThroughputSettings(
@@ -652,8 +655,10 @@ def run(
             peak=peak.peaks,
             docs_per_s=size / fs.seconds,
             load=(peak.load_before, peak.load_max),
-            note="CSV -> ingest (Parquet dataset) -> Spark features on disk",
+            note="CSV -> ingest (Parquet dataset) -> Spark ML features on disk",
         )
+        if settings.hashing_vectorizer:
+            _featurize_hashing(cfg, spark, size, record)
 
         # The measured model: fitted on n_labelled random pool docs (ground truth).
         all_ids = fs.ids()
@@ -861,6 +866,27 @@ def run(
     return {"rows": table, "summary": summary, "seconds": seconds, "meta": meta}
 
 
+def _featurize_hashing(cfg: LoopConfig, spark, size: int, record) -> None:
+    """featurize with the scikit-learn featurizer on Spark, from CSV (re-ingested) to features on disk."""
+    from al_tasks.ml.features import featurize
+
+    cfg = cfg.with_overrides({"featurizer": "hashing_vectorizer", "task": f"throughput-hv-{size}"})
+    shutil.rmtree(TaskWorkspace(cfg).root, ignore_errors=True)
+    with PeakRSS() as peak:
+        fs = featurize(cfg, spark)
+    record(
+        "featurize",
+        HASHING_IMPL,
+        size,
+        fs.seconds,
+        peak=peak.peaks,
+        docs_per_s=size / fs.seconds,
+        load=(peak.load_before, peak.load_max),
+        note="CSV -> ingest -> HashingVectorizer in mapInArrow, DF summed over partitions",
+    )
+    shutil.rmtree(TaskWorkspace(cfg).root, ignore_errors=True)
+
+
 def _status(out: dict) -> str:
     """A child's outcome as a table status: measured | stopped at time/memory limit | error."""
     return {"ok": "measured", "time limit": "stopped: time limit", "memory limit": "stopped: memory limit"}.get(
@@ -909,15 +935,17 @@ def target_table(table: pd.DataFrame, settings: ThroughputSettings) -> pd.DataFr
     out = []
     for size in settings.sizes:
         feat = _get(table, "featurize", "project (Spark)", size)
+        hv = _get(table, "featurize", HASHING_IMPL, size)
         skl = _get(table, "featurize", "scikit-learn (2 processes)", size)
         q = _get(table, "query top-k", "project (Spark, 2nd)", size)
         rb = _get(table, "ranked batch", "project (Spark)", size)
         ours = table[(table["pool_docs"] == size) & table["implementation"].str.startswith("project")]
         peak, driver = ours["peak_total_gib"].max(), ours["peak_driver_python_gib"].max()
         loaded = bool(ours["status"].astype(str).str.contains("loaded").any())
+        best = max((r["docs_per_s"] for r in (feat, hv) if r is not None and pd.notna(r["docs_per_s"])), default=None)
         speedup = (
-            feat["docs_per_s"] / skl["docs_per_s"]
-            if feat is not None and skl is not None and pd.notna(skl.get("docs_per_s"))
+            best / skl["docs_per_s"]
+            if best is not None and skl is not None and pd.notna(skl.get("docs_per_s"))
             else None
         )
         full = size >= 3_000_000
@@ -934,7 +962,13 @@ def target_table(table: pd.DataFrame, settings: ThroughputSettings) -> pd.DataFr
                 _met(feat is not None and feat["docs_per_s"] >= TARGETS["featurize_docs_per_s"]),
             ),
             row(
-                "featurize vs scikit-learn (x)",
+                "featurize, featurizer=hashing_vectorizer (docs/s)",
+                f"≥ {TARGETS['featurize_docs_per_s']:,}",
+                f"{hv['docs_per_s']:,.0f}" if hv is not None else "",
+                _met(hv is not None and hv["docs_per_s"] >= TARGETS["featurize_docs_per_s"]),
+            ),
+            row(
+                "featurize (faster featurizer) vs scikit-learn (x)",
                 f"≥ {TARGETS['featurize_vs_sklearn']:.1f}",
                 "" if speedup is None else f"{speedup:.2f} (sklearn {skl['docs_per_s']:,.0f} docs/s)",
                 _met(speedup is not None and speedup >= TARGETS["featurize_vs_sklearn"]),

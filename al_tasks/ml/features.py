@@ -135,6 +135,13 @@ class FeatureSet:
         return self._docs_dataset().to_table(filter=flt).to_pandas()
 
 
+def stop_words() -> list[str]:
+    """Spark's English stop words plus the CFPB redactions (needs a running SparkContext)."""
+    from pyspark.ml.feature import StopWordsRemover
+
+    return StopWordsRemover.loadDefaultStopWords("english") + REDACTION_TOKENS
+
+
 def build_pipeline(config: LoopConfig):
     """The unfitted Spark ML ``Pipeline`` described in the module docstring."""
     from pyspark.ml import Pipeline
@@ -166,6 +173,7 @@ def features_fingerprint(corpus_fp: str, config: LoopConfig) -> str:
         "corpus": corpus_fp,
         "num_features": config.num_features,
         "min_doc_freq": config.min_doc_freq,
+        "featurizer": config.featurizer,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -220,7 +228,13 @@ def featurize(
 
     spark = spark or spark_session(config)
     with SparkProgress(spark, ingested.n_docs, progress_seconds):
-        _fit_and_write(config, spark, ingested.docs_path, root)
+        if config.featurizer == "hashing_vectorizer":
+            from al_tasks.ml.hashing import HashingFeaturizer, fit_and_write
+
+            featurizer = HashingFeaturizer(config.num_features, stop_words(), config.min_doc_freq)
+            fit_and_write(featurizer, spark, ingested.docs_path, root)
+        else:
+            _fit_and_write(config, spark, ingested.docs_path, root)
     manifest = _manifest(config, fp, ingested)
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     (root / "_SUCCESS").touch()
@@ -402,12 +416,15 @@ def transform_texts(
     -------
     (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
     """
+    from al_tasks.ml.hashing import HashingFeaturizer
     from al_tasks.spark import spark_session
 
     model = pipeline if hasattr(pipeline, "transform") else load_pipeline(pipeline)
     num_features = pipeline_width(model)
     if len(docs) == 0:
         return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, num_features), dtype=np.float32)
+    if isinstance(model, HashingFeaturizer):
+        return _transform_here(model, docs, keep_dir)
     with tempfile.TemporaryDirectory(prefix="al-transform-") as tmp:
         # Through Parquet, because Arrow collection does not carry Spark's VectorUDT.
         out_dir = str(Path(keep_dir or tmp) / "features.parquet")
@@ -419,15 +436,34 @@ def transform_texts(
     return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), num_features)
 
 
+def _transform_here(featurizer, docs: pd.DataFrame, keep_dir) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The scikit-learn featurizer on new texts, in this process (a day's or a batch's complaints)."""
+    import pyarrow.parquet as pq
+
+    from al_tasks.ml.hashing import features_table
+
+    ids = docs["id"].to_numpy(dtype=np.int64)
+    X = featurizer.transform(docs["text"].astype(str).tolist())
+    if keep_dir is not None:
+        pq.write_table(features_table(ids, X), Path(keep_dir) / "features.parquet")
+    return ids, X
+
+
 def load_pipeline(pipeline_path: str | Path):
-    """The saved featurizer (a Spark ``PipelineModel``)."""
-    from pyspark.ml import PipelineModel
+    """The saved featurizer: a Spark ``PipelineModel`` or a :class:`~al_tasks.ml.hashing.HashingFeaturizer`."""
+    from al_tasks.ml.hashing import HashingFeaturizer
 
     if not Path(pipeline_path).exists():
         raise FeaturesNotFoundError(f"no saved featurizer at {pipeline_path}: run featurize first")
+    if HashingFeaturizer.is_saved_at(pipeline_path):
+        return HashingFeaturizer.load(pipeline_path)
+    from pyspark.ml import PipelineModel
+
     return PipelineModel.load(str(pipeline_path))
 
 
 def pipeline_width(model) -> int:
     """Width of the vectors a saved featurizer produces (its HashingTF's numFeatures)."""
+    if hasattr(model, "num_features"):
+        return int(model.num_features)
     return next(stage.getNumFeatures() for stage in model.stages if hasattr(stage, "getNumFeatures"))

@@ -193,3 +193,41 @@ def test_featurize_daily_addition_and_stream_give_identical_vectors(task_config,
     for other in (X_daily, X_stream):
         assert abs(X_corpus - other).max() < 1e-6
     assert X_corpus.nnz > 0
+
+
+def test_hashing_vectorizer_featurizer_gives_the_same_vectors_on_spark_daily_and_stream(core_config, spark, tmp_path):
+    """featurizer = hashing_vectorizer: document frequencies summed over partitions on
+    Spark; the saved featurizer gives the same vectors in the daily addition and the stream
+    scorer (in-process, no Spark) as featurize wrote; the vectors are unit TF-IDF rows."""
+    from al_tasks.ml.features import add_to_pool, load_pipeline
+    from al_tasks.ml.hashing import HashingFeaturizer
+    from al_tasks.scoring.stream import BatchScorer
+
+    config = core_config.with_overrides({"workspace": str(tmp_path / "ws"), "featurizer": "hashing_vectorizer"})
+    fs = featurize(config, spark, chunk_rows=2000)
+    featurizer = load_pipeline(fs.pipeline_path)
+    assert isinstance(featurizer, HashingFeaturizer) and set(REDACTION_TOKENS) <= set(featurizer.stop_words)
+    ids, X = load_features(fs)
+    assert X.shape == (8017, config.num_features)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)
+    # Spark's sum of per-partition document frequencies = the whole corpus's.
+    corpus = read_corpus(config.corpus_path).docs
+    tf = featurizer.term_frequencies(corpus["text"].tolist())
+    whole = HashingFeaturizer(config.num_features, featurizer.stop_words, config.min_doc_freq).fit_idf(
+        np.bincount(tf.indices, minlength=config.num_features), len(corpus)
+    )
+    np.testing.assert_allclose(featurizer.idf, whole.idf)
+
+    pick = np.sort(ids)[[3, 40, 500, 7000]]
+    _, X_corpus = load_features(fs, pick)
+    docs = pd.DataFrame({"id": pick + 10**12, "text": fs.texts(pick).set_index("id").loc[pick, "text"].to_numpy()})
+    added, _ = add_to_pool(fs, "2099-01-01", docs, spark=spark, config=config)
+    _, X_daily = load_features(fs, docs["id"].to_numpy())
+    stream_ids, X_stream = BatchScorer(config, tmp_path / "out", fs.pipeline_path).transform(docs, spark)
+    assert added == 4 and stream_ids.tolist() == docs["id"].tolist() and X_corpus.nnz > 0
+    for other in (X_daily, X_stream):
+        assert abs(X_corpus - other).max() < 1e-6
+    # Stop words and redactions are not hashed.
+    _, X_stop = transform_texts(featurizer, pd.DataFrame({"id": [1], "text": ["The and of XXXX which were"]}))
+    assert X_stop.nnz == 0
