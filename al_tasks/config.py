@@ -212,6 +212,15 @@ class LoopConfig:
         description="HashingTF width: buckets words are hashed into.",
         minimum=2,
     )
+    featurizer: str = setting(
+        "spark_ml",
+        section="features",
+        title="Featurizer",
+        description="How texts are tokenized and hashed: spark_ml (Spark ML RegexTokenizer, StopWordsRemover, "
+        "HashingTF, IDF, Normalizer) or hashing_vectorizer (scikit-learn HashingVectorizer in Spark's Python "
+        "workers, same tokens, stop words, IDF and L2; about 2x faster on 2 cores, different hash buckets).",
+        choices=("spark_ml", "hashing_vectorizer"),
+    )
     min_doc_freq: int = setting(
         2,
         section="features",

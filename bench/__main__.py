@@ -4,6 +4,9 @@
     python -m bench --only label         # label efficiency only
     python -m bench --only throughput    # throughput and memory only
     python -m bench --quick              # small sizes, a few minutes; results to <workdir>/results-quick
+    python -m bench --only throughput --sizes 1000000,3000000   # the throughput run (quiet machine)
+    python -m bench --only throughput --validate   # 50k and 200k, no modAL ladders; results to <workdir>
+    python -m bench --only throughput --rebuild    # README tables again from bench/results/throughput.*
 
 Scratch (feature stores, synthetic corpora, the MLflow DB) goes to ``--workdir``
 (default /tmp/al-bench, or $AL_BENCH_WORKDIR), never into the repository.
@@ -37,12 +40,19 @@ def main(argv: list[str] | None = None) -> int:
         "--tasks", type=str, help="label efficiency: comma-separated tasks (product_group, debt_collection)"
     )
     parser.add_argument("--no-mlflow", action="store_true", help="label efficiency: do not log to MLflow")
-    parser.add_argument("--sizes", type=str, help="throughput: comma-separated pool sizes (default 100000,1000000)")
+    parser.add_argument("--sizes", type=str, help="throughput: comma-separated narratives (default 1000000,3000000)")
+    parser.add_argument(
+        "--validate", action="store_true", help="throughput: 50k and 200k without the modAL ladders (shared machine)"
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="throughput: regenerate tables and README from the results only"
+    )
     args = parser.parse_args(argv)
 
     from bench import label_efficiency, throughput
 
-    results = args.results or (args.workdir / "results-quick" if args.quick else RESULTS_DIR)
+    quick = args.quick or args.validate
+    results = args.results or (args.workdir / "results-quick" if quick else RESULTS_DIR)
     # The README's tables are regenerated only from full runs into the committed results.
     readme = BENCH_DIR / "README.md" if results.resolve() == RESULTS_DIR.resolve() else None
     started = time.perf_counter()
@@ -63,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, **changes)
         say(f"== label efficiency: {settings}")
         label_efficiency.run(settings, workdir=args.workdir, results_dir=results, readme=readme)
+    if args.rebuild:
+        throughput.rebuild(results, readme)
+        return 0
     if args.only in (None, "throughput"):
         settings = throughput.QUICK if args.quick else throughput.ThroughputSettings()
+        settings = throughput.VALIDATE if args.validate else settings
         if args.sizes:
             settings = dataclasses.replace(settings, sizes=tuple(int(s) for s in args.sizes.split(",")))
         say(f"== throughput: {settings}")

@@ -93,6 +93,9 @@ class PeakRSS:
         self.interval = interval
         self.root = psutil.Process(root_pid or os.getpid())
         self.peaks = {"total": 0.0, "driver_python": 0.0, "jvm": 0.0, "python_workers": 0.0, "other": 0.0}
+        #: 1-minute load average when the step started, and the highest seen during it.
+        self.load_before = os.getloadavg()[0]
+        self.load_max = self.load_before
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
 
@@ -120,9 +123,11 @@ class PeakRSS:
         while not self._stop.is_set():
             for key, value in self.sample().items():
                 self.peaks[key] = max(self.peaks[key], value)
+            self.load_max = max(self.load_max, os.getloadavg()[0])
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRSS:
+        self.load_before = self.load_max = os.getloadavg()[0]
         self._thread.start()
         return self
 

@@ -57,6 +57,7 @@ class ReadStats:
     chunks : chunks read
     peak_chunk_rows : most records held at once
     peak_chunk_text_bytes : most narrative characters held at once
+    bytes_read, bytes_total : how far into the file (as stored) the read is (CSV only)
     """
 
     rows_read: int = 0
@@ -66,6 +67,8 @@ class ReadStats:
     chunks: int = 0
     peak_chunk_rows: int = 0
     peak_chunk_text_bytes: int = 0
+    bytes_read: int = 0
+    bytes_total: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,18 +93,37 @@ class Corpus:
 
 
 # ----------------------------------------------------------------------------- the file
+#: scan_file results of this process, by (path, size, mtime): a round asks several times.
+_SCANNED: dict[tuple[str, int, int], tuple[str, bool]] = {}
+
+
 def scan_file(path: str | Path) -> tuple[str, bool]:
+    """:func:`_scan_file`, remembered for an unchanged file (same size and modification time)."""
+    path = Path(path)
+    if path.is_dir():
+        return _scan_file(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SCANNED:
+        _SCANNED[key] = _scan_file(path)
+    return _SCANNED[key]
+
+
+def _scan_file(path: str | Path) -> tuple[str, bool]:
     """One pass over the file: (sha256 of its bytes, True when its text is all UTF-8).
 
-    A gzipped file is hashed as stored and checked decompressed.
+    A gzipped file is hashed as stored and checked decompressed; a Parquet file is hashed
+    and checked too (cheap next to reading it), a folder signed by its listing.
     """
     path = Path(path)
+    if path.is_dir():  # a Parquet dataset: its files' names, sizes and times; Parquet text is UTF-8
+        return _dir_signature(path), True
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
     valid = True
     gz = path.suffix == ".gz"
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
+        for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
             if valid and not gz:
                 valid = _decodes(decoder, block)
@@ -110,7 +132,7 @@ def scan_file(path: str | Path) -> tuple[str, bool]:
     if gz:
         decoder = codecs.getincrementaldecoder("utf-8")()
         with gzip.open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
+            for block in iter(lambda: fh.read(1 << 20), b""):
                 if not _decodes(decoder, block):
                     return digest.hexdigest(), False
         valid = _decodes(decoder, b"", final=True)
@@ -152,7 +174,18 @@ def _raw_chunks(path: Path, wanted: list[str], optional: list[str], chunk_rows: 
         for number, raw in enumerate(reader):
             if number == 0:
                 _check_columns(path, wanted, raw.columns)
+            raw.attrs["bytes_read"] = _position(reader)
             yield raw.rename(columns=lambda c: c.lstrip("\ufeff"))
+
+
+def _position(reader) -> int:
+    """How far (bytes as stored) pandas has read the file: for progress only, 0 if unknown."""
+    handle = getattr(getattr(reader, "handles", None), "handle", None)
+    handle = getattr(handle, "fileobj", None) or handle  # a gzip file: the compressed position
+    try:
+        return int(handle.tell())
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _parquet_chunks(path: Path, wanted: list[str], optional: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -289,13 +322,13 @@ def iter_corpus_chunks(
     config, path = config or LoopConfig(), Path(path)
     if not path.exists():
         raise CorpusError(f"{path}: corpus file not found")
-    chunk_rows = int(chunk_rows or DEFAULT_CHUNK_ROWS)
-    stats = stats if stats is not None else ReadStats()
+    chunk_rows, stats = int(chunk_rows or DEFAULT_CHUNK_ROWS), stats if stats is not None else ReadStats()
     label_column = config.label_column if with_labels else ""
     extra_columns = list(extra_columns)
     if bad_bytes is None:
         bad_bytes = not _is_parquet(path) and not scan_file(path)[1]
     optional = [c for c in [label_column, *extra_columns] if c]
+    stats.bytes_total = 0 if path.is_dir() else path.stat().st_size
     seen = np.zeros(0, dtype=np.int64)
     for raw in _raw_chunks(path, [config.id_column, config.text_column], optional, chunk_rows):
         docs, rejects = check_records(
@@ -309,6 +342,7 @@ def iter_corpus_chunks(
         )
         seen = np.union1d(seen, docs["id"].to_numpy())
         empty = (rejects["reason"] == EMPTY_NARRATIVE).to_numpy()
+        stats.bytes_read = int(raw.attrs.get("bytes_read", 0))
         _count(stats, raw[config.text_column], docs, rejects, int(empty.sum()))
         if not list_empty:
             rejects = rejects.loc[~empty].reset_index(drop=True)
@@ -417,8 +451,8 @@ def ingest_corpus(
     path = Path(corpus_path or config.corpus_path)
     if not path.exists():
         raise CorpusError(f"{path}: corpus file not found")
-    file_sha, valid_utf8 = ("", True) if path.is_dir() else scan_file(path)
-    fp = corpus_fingerprint(file_sha or _dir_signature(path), config)
+    file_sha, valid_utf8 = scan_file(path)
+    fp = corpus_fingerprint(file_sha, config)
     target = TaskWorkspace(config).corpus_dir(fp)
     if (target / "_SUCCESS").exists():
         manifest = json.loads((target / "manifest.json").read_text())
@@ -427,7 +461,8 @@ def ingest_corpus(
     stats = stats if stats is not None else ReadStats()
     staging = fresh_dir(target)
     try:
-        files = _write_chunks(path, config, staging, chunk_rows, not valid_utf8, stats, progress_seconds, started)
+        bad_bytes = not valid_utf8 and not _is_parquet(path)
+        files = _write_chunks(path, config, staging, chunk_rows, bad_bytes, stats, progress_seconds, started)
         manifest = _manifest(fp, path, file_sha, chunk_rows, files, stats, started)
         if not stats.accepted:
             raise CorpusError(f"{path}: no record with a narrative ({stats.rows_read} records read)")
@@ -496,14 +531,19 @@ def _write_chunks(
             rejects.to_csv(rejects_path, mode="a", header=False, index=False)
         if time.perf_counter() - last_report >= progress_seconds:
             last_report = time.perf_counter()
-            elapsed = last_report - started
-            log.info(
-                "ingest: %s records read, %s accepted, %s records/s",
-                f"{stats.rows_read:,}",
-                f"{stats.accepted:,}",
-                f"{stats.rows_read / elapsed:,.0f}",
-            )
+            _log_progress(stats, last_report - started)
     return files
+
+
+def _log_progress(stats: ReadStats, elapsed: float) -> None:
+    share = stats.bytes_read / stats.bytes_total if stats.bytes_total else 0.0
+    log.info(
+        "ingest: %s records read (%s docs), %s docs/s, ETA %s s",
+        f"{stats.rows_read:,}",
+        f"{stats.accepted:,}",
+        f"{stats.accepted / elapsed:,.0f}",
+        f"{elapsed * (1 / share - 1):.0f}" if share > 0 else "?",
+    )
 
 
 def _dir_signature(path: Path) -> str:

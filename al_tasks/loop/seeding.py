@@ -103,9 +103,13 @@ def sample_seed_files(
     file (default ``evaluation.csv`` beside ``out``). Binary tasks get ``positive_class``
     / ``rest`` labels. Returns ``{"seed_labels", "n_seed"[, "eval_labels", "n_eval"]}``.
     """
-    from al_tasks.io.corpus import binary_labels, read_corpus
+    import pyarrow.dataset as ds
 
-    docs = read_corpus(config.corpus_path, config).docs
+    from al_tasks.io.corpus import binary_labels, ingest_corpus
+
+    # Ids and labels of the ingested corpus (streamed once, reused by featurize): no texts.
+    dataset = ds.dataset(str(ingest_corpus(config).docs_path), format="parquet")
+    docs = dataset.to_table(columns=[c for c in ("id", "label") if c in dataset.schema.names]).to_pandas()
     if "label" not in docs:
         raise ConfigError(f"{config.corpus_path}: no ground-truth column {config.label_column!r} to sample a seed from")
     labels = binary_labels(docs["label"], config.positive_class) if config.positive_class else docs["label"].to_numpy()

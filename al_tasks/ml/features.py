@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class FeatureSet:
     n_docs: int
     reused: bool = False
     seconds: float = 0.0
+    docs_root: Path | None = None
 
     @property
     def features_path(self) -> Path:
@@ -78,8 +80,12 @@ class FeatureSet:
 
     @property
     def docs_path(self) -> Path:
-        """Parquet (id, text) of every featurized document: query sets show the text."""
-        return self.root / "docs.parquet"
+        """Parquet (id, text) of every featurized document: query sets show the text.
+
+        The ingested corpus dataset (texts are stored once); ``docs.parquet`` beside the
+        features in feature sets written before the streaming ingest.
+        """
+        return self.docs_root if self.docs_root is not None else self.root / "docs.parquet"
 
     @classmethod
     def load(cls, root: str | Path) -> FeatureSet:
@@ -87,12 +93,14 @@ class FeatureSet:
         if not (root / "_SUCCESS").exists():
             raise FeaturesNotFoundError(f"{root} holds no complete feature set: run featurize first")
         manifest = json.loads((root / "manifest.json").read_text())
+        docs_root = Path(manifest["docs_path"]) if manifest.get("docs_path") else None
         return cls(
             root=root,
             fingerprint=manifest["fingerprint"],
             num_features=manifest["num_features"],
             n_docs=manifest["n_docs"],
             reused=True,
+            docs_root=docs_root if docs_root is None or docs_root.exists() else None,
         )
 
     @property
@@ -127,6 +135,13 @@ class FeatureSet:
         return self._docs_dataset().to_table(filter=flt).to_pandas()
 
 
+def stop_words() -> list[str]:
+    """Spark's English stop words plus the CFPB redactions (needs a running SparkContext)."""
+    from pyspark.ml.feature import StopWordsRemover
+
+    return StopWordsRemover.loadDefaultStopWords("english") + REDACTION_TOKENS
+
+
 def build_pipeline(config: LoopConfig):
     """The unfitted Spark ML ``Pipeline`` described in the module docstring."""
     from pyspark.ml import Pipeline
@@ -145,20 +160,22 @@ def build_pipeline(config: LoopConfig):
 
 
 def fingerprint(corpus_path: str | Path, config: LoopConfig) -> str:
-    """sha256 over the corpus bytes and every setting that changes the features."""
-    digest = hashlib.sha256()
-    with open(corpus_path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    """Key of a feature set: the corpus (bytes and reader settings) and every featurize setting."""
+    from al_tasks.io.corpus import corpus_fingerprint, scan_file
+
+    return features_fingerprint(corpus_fingerprint(scan_file(corpus_path)[0], config), config)
+
+
+def features_fingerprint(corpus_fp: str, config: LoopConfig) -> str:
+    """Key of a feature set from the corpus fingerprint (:func:`~al_tasks.io.corpus.corpus_fingerprint`)."""
     settings = {
         "version": PIPELINE_VERSION,
+        "corpus": corpus_fp,
         "num_features": config.num_features,
         "min_doc_freq": config.min_doc_freq,
-        "id_column": config.id_column,
-        "text_column": config.text_column,
+        "featurizer": config.featurizer,
     }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def feature_root(config: LoopConfig) -> Path:
@@ -172,55 +189,160 @@ def current_feature_set(config: LoopConfig) -> FeatureSet | None:
     return FeatureSet.load(root) if (root / "_SUCCESS").exists() else None
 
 
-def featurize(config: LoopConfig, spark=None, *, corpus_path: str | Path | None = None) -> FeatureSet:
+def featurize(
+    config: LoopConfig,
+    spark=None,
+    *,
+    corpus_path: str | Path | None = None,
+    chunk_rows: int | None = None,
+    progress_seconds: float = 10.0,
+) -> FeatureSet:
     """Fit the pipeline on the corpus and write features, unless already done.
 
-    Returns the :class:`FeatureSet`. Rejected corpus rows are written beside the
-    features as ``rejects.csv`` (line, id, reason).
+    The corpus is first streamed into the workspace as a Parquet dataset
+    (:func:`~al_tasks.io.corpus.ingest_corpus`, ``chunk_rows`` records at a time); Spark
+    reads that dataset, tokenizes and hashes it once (term frequencies are kept on the
+    executors' disk between fitting the IDF and transforming) and writes the features.
+    No document passes through the driver. Progress (docs done, docs/s, ETA) is logged
+    every ``progress_seconds``.
+
+    Returns the :class:`FeatureSet`. Rejected corpus rows are in ``rejects.csv`` beside
+    the features (line, id, reason).
     """
-    from al_tasks.io.corpus import read_corpus
+    from al_tasks.io.corpus import ingest_corpus
 
     started = time.perf_counter()
-    corpus_path = Path(corpus_path or config.corpus_path)
-    fp = fingerprint(corpus_path, config)
+    ingested = ingest_corpus(config, corpus_path, chunk_rows=chunk_rows, progress_seconds=progress_seconds)
+    fp = features_fingerprint(ingested.fingerprint, config)
     root = TaskWorkspace(config).feature_dir(fp)
     if (root / "_SUCCESS").exists():
         fs = FeatureSet.load(root)
         log.info("featurize: reusing %s (%s docs, fingerprint %s)", root, fs.n_docs, fp)
         return dataclasses.replace(fs, seconds=time.perf_counter() - started)
-
-    corpus = read_corpus(corpus_path, config, with_labels=False)
-    log.info("featurize: %s docs from %s (%s rejected rows)", len(corpus), corpus_path, len(corpus.rejects))
     if root.exists():  # a half-written earlier attempt
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    corpus.rejects.to_csv(root / "rejects.csv", index=False)
+    shutil.copyfile(ingested.rejects_path, root / "rejects.csv")
 
     from al_tasks.spark import spark_session
 
     spark = spark or spark_session(config)
-    docs = spark.createDataFrame(corpus.docs[["id", "text"]])
-    n_partitions = max(2, spark.sparkContext.defaultParallelism * 2)
-    docs = docs.repartition(n_partitions)
-    model = build_pipeline(config).fit(docs)
-    model.write().overwrite().save(str(root / "pipeline"))
-    model.transform(docs).select("id", "features").write.mode("overwrite").parquet(str(root / "features.parquet"))
-    corpus.docs[["id", "text"]].to_parquet(root / "docs.parquet", index=False)
-    manifest = {
-        "fingerprint": fp,
-        "corpus_path": str(corpus_path),
-        "num_features": config.num_features,
-        "min_doc_freq": config.min_doc_freq,
-        "n_docs": len(corpus),
-        "n_rejected": len(corpus.rejects),
-        "pipeline_version": PIPELINE_VERSION,
-        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
-    }
+    with SparkProgress(spark, ingested.n_docs, progress_seconds):
+        if config.featurizer == "hashing_vectorizer":
+            from al_tasks.ml.hashing import HashingFeaturizer, fit_and_write
+
+            featurizer = HashingFeaturizer(config.num_features, stop_words(), config.min_doc_freq)
+            fit_and_write(featurizer, spark, ingested.docs_path, root)
+        else:
+            _fit_and_write(config, spark, ingested.docs_path, root)
+    manifest = _manifest(config, fp, ingested)
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     (root / "_SUCCESS").touch()
     seconds = time.perf_counter() - started
-    log.info("featurize: wrote %s in %.1fs (%s docs/s)", root, seconds, f"{len(corpus) / seconds:,.0f}")
-    return FeatureSet(root=root, fingerprint=fp, num_features=config.num_features, n_docs=len(corpus), seconds=seconds)
+    log.info("featurize: wrote %s in %.1fs (%s docs/s)", root, seconds, f"{ingested.n_docs / seconds:,.0f}")
+    return FeatureSet(
+        root=root,
+        fingerprint=fp,
+        num_features=config.num_features,
+        n_docs=ingested.n_docs,
+        seconds=seconds,
+        docs_root=ingested.docs_path,
+    )
+
+
+def _manifest(config: LoopConfig, fp: str, ingested) -> dict:
+    return {
+        "fingerprint": fp,
+        "corpus_path": str(ingested.manifest["source"]),
+        "corpus_fingerprint": ingested.fingerprint,
+        "docs_path": str(ingested.docs_path),
+        "num_features": config.num_features,
+        "min_doc_freq": config.min_doc_freq,
+        "n_docs": ingested.n_docs,
+        "n_rejected": int(ingested.manifest["rejected"]),
+        "n_without_narrative": int(ingested.manifest["without_narrative"]),
+        "pipeline_version": PIPELINE_VERSION,
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat(),
+    }
+
+
+def _fit_and_write(config: LoopConfig, spark, docs_path: Path, root: Path) -> None:
+    """One tokenize/hash pass over the dataset: TF kept on disk, IDF fitted on it, then transformed."""
+    from pyspark import StorageLevel
+    from pyspark.ml import PipelineModel
+
+    docs = spark.read.parquet(str(docs_path)).select("id", "text")
+    if docs.rdd.getNumPartitions() < spark.sparkContext.defaultParallelism:
+        docs = docs.repartition(spark.sparkContext.defaultParallelism)  # a small corpus: one file
+    tokenize, remove, hashing, idf, normalize = build_pipeline(config).getStages()
+    tf = PipelineModel([tokenize, remove, hashing]).transform(docs).select("id", "tf")
+    tf = tf.persist(StorageLevel.DISK_ONLY)
+    try:
+        spark.sparkContext.setJobDescription("featurize: tokenize, hash, fit IDF")
+        idf_model = idf.fit(tf)
+        PipelineModel([tokenize, remove, hashing, idf_model, normalize]).write().overwrite().save(
+            str(root / "pipeline")
+        )
+        spark.sparkContext.setJobDescription("featurize: IDF, normalise, write")
+        features = PipelineModel([idf_model, normalize]).transform(tf).select("id", "features")
+        features.write.mode("overwrite").parquet(str(root / "features.parquet"))
+    finally:
+        spark.sparkContext.setJobDescription(None)
+        tf.unpersist()
+
+
+class SparkProgress:
+    """Log docs done, docs/s and ETA of the running Spark jobs every ``every`` seconds.
+
+    A daemon thread reads the ``StatusTracker``: the share of finished tasks of the
+    active stages, times ``n_docs``, is the documents done of the current pass.
+    """
+
+    def __init__(self, spark, n_docs: int, every: float = 10.0):
+        self.tracker = spark.sparkContext.statusTracker()
+        self.n_docs = n_docs
+        self.every = every
+        self.reports: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="featurize-progress", daemon=True)
+
+    def __enter__(self) -> SparkProgress:
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.report()
+            except Exception as exc:  # progress must never fail the job
+                log.debug("featurize progress: %s", exc)
+
+    def report(self) -> dict | None:
+        stages = [self.tracker.getStageInfo(s) for s in self.tracker.getActiveStageIds()]
+        stages = [s for s in stages if s is not None and s.numTasks]
+        if not stages:
+            return None
+        done_share = sum(s.numCompletedTasks for s in stages) / sum(s.numTasks for s in stages)
+        elapsed = time.perf_counter() - self.started
+        docs_done = int(done_share * self.n_docs)
+        rate = docs_done / elapsed if elapsed > 0 else 0.0
+        eta = (self.n_docs - docs_done) / rate if rate > 0 else float("nan")
+        row = {"docs_done": docs_done, "docs_per_s": rate, "eta_s": eta, "stage": stages[0].name}
+        self.reports.append(row)
+        log.info(
+            "featurize: %s of %s docs (%s docs/s, ETA %s s) [%s]",
+            f"{docs_done:,}",
+            f"{self.n_docs:,}",
+            f"{rate:,.0f}",
+            "?" if eta != eta else f"{eta:.0f}",
+            stages[0].name[:60],
+        )
+        return row
 
 
 def load_features(feature_set: FeatureSet, ids: np.ndarray | list | None = None) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -294,12 +416,15 @@ def transform_texts(
     -------
     (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
     """
+    from al_tasks.ml.hashing import HashingFeaturizer
     from al_tasks.spark import spark_session
 
     model = pipeline if hasattr(pipeline, "transform") else load_pipeline(pipeline)
     num_features = pipeline_width(model)
     if len(docs) == 0:
         return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, num_features), dtype=np.float32)
+    if isinstance(model, HashingFeaturizer):
+        return _transform_here(model, docs, keep_dir)
     with tempfile.TemporaryDirectory(prefix="al-transform-") as tmp:
         # Through Parquet, because Arrow collection does not carry Spark's VectorUDT.
         out_dir = str(Path(keep_dir or tmp) / "features.parquet")
@@ -311,15 +436,34 @@ def transform_texts(
     return table.column("id").to_numpy(), vectors_to_csr(table.column("features"), num_features)
 
 
+def _transform_here(featurizer, docs: pd.DataFrame, keep_dir) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The scikit-learn featurizer on new texts, in this process (a day's or a batch's complaints)."""
+    import pyarrow.parquet as pq
+
+    from al_tasks.ml.hashing import features_table
+
+    ids = docs["id"].to_numpy(dtype=np.int64)
+    X = featurizer.transform(docs["text"].astype(str).tolist())
+    if keep_dir is not None:
+        pq.write_table(features_table(ids, X), Path(keep_dir) / "features.parquet")
+    return ids, X
+
+
 def load_pipeline(pipeline_path: str | Path):
-    """The saved featurizer (a Spark ``PipelineModel``)."""
-    from pyspark.ml import PipelineModel
+    """The saved featurizer: a Spark ``PipelineModel`` or a :class:`~al_tasks.ml.hashing.HashingFeaturizer`."""
+    from al_tasks.ml.hashing import HashingFeaturizer
 
     if not Path(pipeline_path).exists():
         raise FeaturesNotFoundError(f"no saved featurizer at {pipeline_path}: run featurize first")
+    if HashingFeaturizer.is_saved_at(pipeline_path):
+        return HashingFeaturizer.load(pipeline_path)
+    from pyspark.ml import PipelineModel
+
     return PipelineModel.load(str(pipeline_path))
 
 
 def pipeline_width(model) -> int:
     """Width of the vectors a saved featurizer produces (its HashingTF's numFeatures)."""
+    if hasattr(model, "num_features"):
+        return int(model.num_features)
     return next(stage.getNumFeatures() for stage in model.stages if hasattr(stage, "getNumFeatures"))

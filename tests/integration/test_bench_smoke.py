@@ -81,12 +81,14 @@ def test_throughput_tiny(tmp_path):
     rows = out["rows"]
 
     def row(op, impl, status="measured"):
-        hit = rows[(rows["operation"] == op) & (rows["implementation"] == impl) & (rows["status"] == status)]
+        # "measured (loaded)": taken on a busy machine; still measured.
+        hit = rows[(rows["operation"] == op) & (rows["implementation"] == impl) & rows["status"].str.startswith(status)]
         assert len(hit) == 1, (op, impl, rows[["operation", "implementation"]])
         return hit.iloc[0]
 
     feat = row("featurize", "project (Spark)")
-    assert feat["docs_per_s"] > 0 and feat["peak_total_gib"] > 0
+    assert feat["docs_per_s"] > 0 and feat["peak_total_gib"] > 0 and feat["load_during"] >= 0
+    assert row("featurize", "scikit-learn (2 processes)")["docs_per_s"] > 0
     for op, impl in (
         ("query top-k", "project (Spark, 2nd)"),
         ("ranked batch", "project (Spark)"),
@@ -104,6 +106,7 @@ def test_throughput_tiny(tmp_path):
     for impl in ("seed recipe (dense, per chunk)", "modAL in memory (CSR)"):
         est = rows[(rows["implementation"] == impl) & (rows["status"] == "extrapolated")]
         assert len(est) == 1 and est.iloc[0]["pool_docs"] == 2_000 and est.iloc[0]["seconds"] > 0
-    assert len(out["summary"]) == 4 and np.isfinite(out["seconds"])
+    assert row("featurize", throughput.HASHING_IMPL)["docs_per_s"] > 0
+    assert len(out["summary"]) == 7 and np.isfinite(out["seconds"])
     for name in ("throughput.csv", "throughput_targets.csv", "throughput.json", "throughput.md", "throughput.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0

@@ -116,3 +116,118 @@ def test_missing_columns_name_the_file(tmp_path):
     path.write_text("Complaint ID,Product\n1,Mortgage\n")
     with pytest.raises(CorpusError, match=r"export\.csv: missing column\(s\) \['Consumer complaint narrative'\]"):
         read_corpus(path)
+
+
+def _previous_path_features(config, spark, docs: pd.DataFrame) -> sp.csr_matrix:
+    """The featurize before the streaming ingest: pandas corpus -> Spark DataFrame -> fit -> transform."""
+    from al_tasks.ml.features import build_pipeline
+
+    frame = spark.createDataFrame(docs[["id", "text"]], schema="id LONG, text STRING")
+    model = build_pipeline(config).fit(frame)
+    rows = model.transform(frame).select("id", "features").toPandas().sort_values("id")
+    X = sp.vstack(
+        [sp.csr_matrix((v.values, v.indices, [0, len(v.indices)]), shape=(1, v.size)) for v in rows["features"]]
+    )
+    return rows["id"].to_numpy(), X.tocsr()
+
+
+def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(core_config, spark, tmp_path, caplog):
+    """A corpus 16x the chunk: the driver holds one chunk of texts at a time (reader
+    counters, tracemalloc), Spark reads the ingested dataset, and the vectors are those
+    of the previous whole-corpus path."""
+    import tracemalloc
+
+    from al_tasks.io.corpus import ReadStats, ingest_corpus, iter_corpus_chunks
+
+    config = core_config.with_overrides({"workspace": str(tmp_path / "ws")})
+    corpus_text_bytes = sum(len(t.encode()) for t in read_corpus(config.corpus_path).docs["text"])
+    tracemalloc.start()
+    for _chunk in iter_corpus_chunks(config.corpus_path, config, chunk_rows=500, bad_bytes=False):
+        pass
+    _, reader_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert reader_peak < corpus_text_bytes / 3, (reader_peak, corpus_text_bytes)
+    stats = ReadStats()
+    ingest_corpus(config, chunk_rows=500, stats=stats)
+    with caplog.at_level("INFO", logger="al_tasks"):
+        fs = featurize(config, spark, chunk_rows=500, progress_seconds=0.5)
+    assert (stats.chunks, stats.peak_chunk_rows, stats.accepted) == (17, 500, 8017)
+    progress = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert progress and "of 8,017 docs" in progress[-1], progress
+    assert fs.docs_path == fs.docs_root and not (fs.root / "docs.parquet").exists()  # texts stored once
+    assert len(list(fs.docs_path.glob("part-*.parquet"))) == 17
+
+    ids, X = load_features(fs)
+    order = np.argsort(ids)
+    prev_ids, X_prev = _previous_path_features(config, spark, read_corpus(config.corpus_path).docs)
+    np.testing.assert_array_equal(ids[order], prev_ids)
+    diff = abs(X[order] - X_prev)
+    assert diff.max() < 1e-6
+    texts = fs.texts(ids[:3])
+    assert sorted(texts["id"]) == sorted(ids[:3].tolist()) and texts["text"].str.len().min() > 0
+
+
+def test_featurize_daily_addition_and_stream_give_identical_vectors(task_config, feature_set, spark):
+    """The same texts: featurized with the corpus, added to the pool as a day's complaints,
+    scored by the stream scorer -> the same vectors."""
+    from al_tasks.ml.features import FeatureSet, add_to_pool
+    from al_tasks.scoring.stream import BatchScorer
+    from al_tasks.workspace import TaskWorkspace
+
+    fs = FeatureSet.load(feature_set.root)
+    ids, X_corpus = load_features(fs)
+    pick = np.sort(ids)[[3, 40, 500, 7000]]
+    _, X_corpus = load_features(fs, pick)
+    texts = fs.texts(pick).set_index("id").loc[pick, "text"].to_numpy()
+    new_ids = pick + 10**12
+    docs = pd.DataFrame({"id": new_ids, "text": texts})
+
+    added_fs = FeatureSet.load(TaskWorkspace(task_config).feature_dir(fs.fingerprint))
+    added, rejects = add_to_pool(added_fs, "2099-01-01", docs, spark=spark, config=task_config)
+    assert added == 4 and rejects.empty
+    _, X_daily = load_features(added_fs, new_ids)
+
+    scorer = BatchScorer(task_config, task_config.workspace + "/stream-out", added_fs.pipeline_path)
+    stream_ids, X_stream = scorer.transform(docs, spark)
+    X_stream = X_stream[np.argsort(stream_ids)]
+    for other in (X_daily, X_stream):
+        assert abs(X_corpus - other).max() < 1e-6
+    assert X_corpus.nnz > 0
+
+
+def test_hashing_vectorizer_featurizer_gives_the_same_vectors_on_spark_daily_and_stream(core_config, spark, tmp_path):
+    """featurizer = hashing_vectorizer: document frequencies summed over partitions on
+    Spark; the saved featurizer gives the same vectors in the daily addition and the stream
+    scorer (in-process, no Spark) as featurize wrote; the vectors are unit TF-IDF rows."""
+    from al_tasks.ml.features import add_to_pool, load_pipeline
+    from al_tasks.ml.hashing import HashingFeaturizer
+    from al_tasks.scoring.stream import BatchScorer
+
+    config = core_config.with_overrides({"workspace": str(tmp_path / "ws"), "featurizer": "hashing_vectorizer"})
+    fs = featurize(config, spark, chunk_rows=2000)
+    featurizer = load_pipeline(fs.pipeline_path)
+    assert isinstance(featurizer, HashingFeaturizer) and set(REDACTION_TOKENS) <= set(featurizer.stop_words)
+    ids, X = load_features(fs)
+    assert X.shape == (8017, config.num_features)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)
+    # Spark's sum of per-partition document frequencies = the whole corpus's.
+    corpus = read_corpus(config.corpus_path).docs
+    tf = featurizer.term_frequencies(corpus["text"].tolist())
+    whole = HashingFeaturizer(config.num_features, featurizer.stop_words, config.min_doc_freq).fit_idf(
+        np.bincount(tf.indices, minlength=config.num_features), len(corpus)
+    )
+    np.testing.assert_allclose(featurizer.idf, whole.idf)
+
+    pick = np.sort(ids)[[3, 40, 500, 7000]]
+    _, X_corpus = load_features(fs, pick)
+    docs = pd.DataFrame({"id": pick + 10**12, "text": fs.texts(pick).set_index("id").loc[pick, "text"].to_numpy()})
+    added, _ = add_to_pool(fs, "2099-01-01", docs, spark=spark, config=config)
+    _, X_daily = load_features(fs, docs["id"].to_numpy())
+    stream_ids, X_stream = BatchScorer(config, tmp_path / "out", fs.pipeline_path).transform(docs, spark)
+    assert added == 4 and stream_ids.tolist() == docs["id"].tolist() and X_corpus.nnz > 0
+    for other in (X_daily, X_stream):
+        assert abs(X_corpus - other).max() < 1e-6
+    # Stop words and redactions are not hashed.
+    _, X_stop = transform_texts(featurizer, pd.DataFrame({"id": [1], "text": ["The and of XXXX which were"]}))
+    assert X_stop.nnz == 0
