@@ -70,9 +70,14 @@ with DAG(
     plan_round = PlanRoundOperator(task_id="plan_round", trained=tune.output, features=featurize.output)
     query = QueryRoundOperator(task_id="query", plan=plan_round.output, trained=tune.output, features=featurize.output)
     export = ExportQuerySetOperator(task_id="export", queried=query.output)
+    # The wait itself rides out S3 outages (al_sensors.LabelFileTrigger); these retries
+    # cover the S3 calls made on the worker before and after it.
     wait_for_labels = LabelFileSensor(
         task_id="wait_for_labels",
-        retries=2,
+        retries=6,
+        retry_delay=timedelta(seconds=10),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=10),
         bucket_name="{{ al_setting(params, 'bucket') }}",
         bucket_key="{{ al_inbox_key_regex(params) }}",
         timeout_seconds="{{ al_setting(params, 'sensor_timeout_seconds') }}",
