@@ -15,7 +15,7 @@ round of the same loop (conf `round` + 1), unless a stop rule holds.
 | alert_check | accuracy alerts (below minimum, drop, target reached) to `al_alert_webhook` / `al_alert_smtp` |
 | plan_round | ends the loop here when the target accuracy or `max_rounds` is reached or the pool is empty |
 | query / export | picks `batch_size` items; `s3://<bucket>/<outbox>/<task>/round-<n>.csv` + `.manifest.json` |
-| wait_for_labels | deferrable S3 sensor on `<inbox>/<task>/round-<n>*.csv` (holds no worker slot) |
+| wait_for_labels | deferred S3 sensor: `<inbox>/<task>/round-<n>*.csv` or `.xlsx` (no worker slot, rides out outages) |
 | ingest_labels | checks and stores the labels; rejects to `<rejects>/<task>/`; the file to `<processed>/<task>/` |
 | next_round_decision / trigger_next_round | run `round-<n+1>__<loop id>` with the same Params, or the stop reason |
 | loop_status | the round's outcome: accuracy, labels, query set, continuing or stopped and why |
@@ -77,9 +77,14 @@ with DAG(
         queue=spark_queue(),
     )
     export = ExportQuerySetOperator(task_id="export", queried=query.output)
+    # The wait itself rides out S3 outages (al_sensors.LabelFileTrigger); these retries
+    # cover the S3 calls made on the worker before and after it.
     wait_for_labels = LabelFileSensor(
         task_id="wait_for_labels",
-        retries=2,
+        retries=6,
+        retry_delay=timedelta(seconds=10),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=10),
         bucket_name="{{ al_setting(params, 'bucket') }}",
         bucket_key="{{ al_inbox_key_regex(params) }}",
         timeout_seconds="{{ al_setting(params, 'sensor_timeout_seconds') }}",

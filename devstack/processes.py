@@ -33,8 +33,14 @@ def free_port(host: str = HOST) -> int:
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
-    """True if nothing listens on (or holds) ``host:port``."""
+    """True if nothing listens on (or holds) ``host:port``.
+
+    Connections of a stopped server linger in TIME_WAIT for a minute; servers (Go's
+    net.Listen, Python's socketserver) bind with SO_REUSEADDR and are not stopped by
+    them, so neither is this check: a server can be restarted on its port at once.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

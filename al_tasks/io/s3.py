@@ -21,6 +21,7 @@ from botocore.config import Config
 __all__ = [
     "delete_object",
     "download_file",
+    "is_transient_error",
     "list_keys",
     "list_objects",
     "move_object",
@@ -145,3 +146,27 @@ def write_bytes(client: Any, bucket: str, key: str, data: bytes, content_type: s
 def delete_object(client: Any, bucket: str, key: str) -> None:
     """Delete ``s3://bucket/key`` (no error if it is already gone)."""
     client.delete_object(Bucket=bucket, Key=key)
+
+
+#: S3 error codes that mean "try again later", not "this request is wrong".
+TRANSIENT_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed", "Throttling"}
+)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True if ``exc`` (from boto3 or aiobotocore) is an outage that may pass: the server
+    cannot be reached, the connection broke or timed out, or it answered 5xx / "slow down".
+
+    False for errors a retry cannot fix (wrong credentials, no such bucket, access denied).
+    """
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, (ConnectionError, HTTPClientError, TimeoutError, ConnectionRefusedError)):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error.get("Code") in TRANSIENT_CODES or int(status) >= 500
+    # aiohttp's connection errors are OSErrors; a missing local file is not an outage.
+    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError))

@@ -86,6 +86,30 @@ def inbox_key_regex(round_number: int, prefix: str = "") -> str:
     return f"{re.escape(prefix)}(?i:{_inbox_name_regex(round_number)})$"
 
 
+def regex_literal_prefix(pattern: str) -> str:
+    """The fixed text every key matching ``pattern`` starts with (a listing can be limited
+    to it): for :func:`inbox_key_regex` the task's inbox folder.
+
+    >>> regex_literal_prefix(inbox_key_regex(1, "inbox/t-1/"))
+    'inbox/t-1/'
+    """
+    prefix: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            prefix.append(pattern[i + 1])
+            i += 2
+            continue
+        if ch in "*?{":  # the character before is optional or repeated
+            prefix = prefix[:-1]
+        if ch in ".^$*+?{}[]|()\\":
+            break
+        prefix.append(ch)
+        i += 1
+    return "".join(prefix)
+
+
 # --- finding and fetching -------------------------------------------------------------------------
 def newest_matching(client: Any, bucket: str, prefix: str, round_number: int) -> tuple[str | None, list[str]]:
     """(newest key under ``prefix`` naming round ``round_number``'s file, the other matches)."""

@@ -521,3 +521,27 @@ def test_the_sensor_pattern_is_the_ingest_rule():
     sensed = [k for k in keys if re.match(regex, k)]
     assert sensed == matching_inbox_keys([k for k in keys if k.startswith("inbox/t/")], 1, "inbox/t/")
     assert sensed == ["inbox/t/Round-1 (1).CSV", "inbox/t/round-1.xlsx"]
+
+
+@pytest.mark.parametrize("prefix", ["inbox/product_group/", "a/b.c/t-1/", "x_y/"])
+def test_the_sensor_lists_only_the_task_inbox(prefix):
+    from al_tasks.labelling.inbox import regex_literal_prefix
+
+    assert regex_literal_prefix(inbox_key_regex(4, prefix)) == prefix
+
+
+def test_outages_are_told_from_errors_a_retry_cannot_fix():
+    from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+    from al_tasks.io.s3 import is_transient_error
+
+    def client_error(code, status):
+        return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "ListObjectsV2")
+
+    assert is_transient_error(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert is_transient_error(ReadTimeoutError(endpoint_url="http://127.0.0.1:1"))
+    assert is_transient_error(ConnectionRefusedError(111, "refused"))
+    assert is_transient_error(client_error("SlowDown", 503)) and is_transient_error(client_error("X", 502))
+    assert not is_transient_error(client_error("AccessDenied", 403))
+    assert not is_transient_error(client_error("NoSuchBucket", 404))
+    assert not is_transient_error(FileNotFoundError("x")) and not is_transient_error(ValueError("x"))
