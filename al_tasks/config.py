@@ -76,7 +76,7 @@ PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
 def masked_url(url: str) -> str:
     """``url`` with its password (if any) shown as ``***``: how URLs appear in logs and output.
 
-    >>> masked_url("postgresql+psycopg2://al:s3cret@db:5432/al_labels")
+    >>> masked_url("postgresql+psycopg2://al:example-pw@db:5432/al_labels")
     'postgresql+psycopg2://al:***@db:5432/al_labels'
     """
     try:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from al_tasks.config import LoopConfig
 from al_tasks.errors import CorpusError
+from al_tasks.io.people_csv import people_csv_bytes
 
 log = logging.getLogger(__name__)
 
@@ -516,7 +517,8 @@ def _write_chunks(
 
     (out / "docs").mkdir()
     rejects_path = out / "rejects.csv"
-    pd.DataFrame(columns=list(REJECT_FRAME_COLUMNS)).to_csv(rejects_path, index=False)
+    # Rejects are read by people: formula-safe like every people CSV, appended chunk by chunk.
+    rejects_path.write_bytes(people_csv_bytes(pd.DataFrame(columns=list(REJECT_FRAME_COLUMNS))))
     last_report = time.perf_counter()
     files = 0
     chunks = iter_corpus_chunks(
@@ -528,7 +530,8 @@ def _write_chunks(
             pq.write_table(table, out / "docs" / f"part-{files:05d}.parquet", row_group_size=10_000)
             files += 1
         if len(rejects):
-            rejects.to_csv(rejects_path, mode="a", header=False, index=False)
+            with rejects_path.open("ab") as sink:
+                sink.write(people_csv_bytes(rejects, columns=REJECT_FRAME_COLUMNS, header=False))
         if time.perf_counter() - last_report >= progress_seconds:
             last_report = time.perf_counter()
             _log_progress(stats, last_report - started)

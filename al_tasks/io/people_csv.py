@@ -45,15 +45,20 @@ def text_cell(value: object, float_digits: int = 4) -> str:
     return neutralise_formula(str(value))
 
 
-def people_csv_bytes(frame: pd.DataFrame, columns: Iterable[str] | None = None) -> bytes:
-    """``frame`` (only ``columns`` that it has, in that order; default all) as CSV bytes."""
+def people_csv_bytes(frame: pd.DataFrame, columns: Iterable[str] | None = None, header: bool = True) -> bytes:
+    """``frame`` (only ``columns`` that it has, in that order; default all) as CSV bytes.
+
+    ``header=False`` gives the rows alone, without byte-order mark or header: for appending
+    chunk after chunk to a file started with ``header=True``.
+    """
     names = list(frame.columns) if columns is None else [c for c in columns if c in frame.columns]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow([neutralise_formula(str(c)) for c in names])
+    if header:
+        writer.writerow([neutralise_formula(str(c)) for c in names])
     for row in frame[names].itertuples(index=False, name=None):
         writer.writerow([text_cell(v) for v in row])
-    return buffer.getvalue().encode("utf-8-sig", "backslashreplace")
+    return buffer.getvalue().encode("utf-8-sig" if header else "utf-8", "backslashreplace")
 
 
 def count_neutralised(cells: Iterable[object]) -> int:

@@ -34,7 +34,7 @@ def test_latest_of_keeps_each_ids_last_row():
     ("url", "shown"),
     [
         (
-            "postgresql+psycopg2://al:s3cret@db.internal:5432/al_labels",
+            "postgresql+psycopg2://al:example-pw@db.internal:5432/al_labels",
             "postgresql+psycopg2://al:***@db.internal:5432/al_labels",
         ),
         (
@@ -51,10 +51,10 @@ def test_urls_are_shown_with_the_password_masked(url, shown):
 
 def test_an_unreachable_database_names_the_url_without_its_password():
     # Port 1 on the loopback refuses at once: no service is needed for this test.
-    url = "postgresql+psycopg2://al:s3cret-pw@127.0.0.1:1/al_labels"
+    url = "postgresql+psycopg2://al:example-pw2@127.0.0.1:1/al_labels"
     with pytest.raises(LabelStoreError) as caught:
         SqlLabelStore(url, "t")
-    assert "al:***@127.0.0.1:1/al_labels" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+    assert "al:***@127.0.0.1:1/al_labels" in str(caught.value) and "example-pw2" not in str(caught.value)
 
 
 def test_the_default_store_is_a_sqlite_file_in_the_task_folder(tmp_path):

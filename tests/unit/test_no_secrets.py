@@ -20,7 +20,7 @@ _Q = "['\"]"
 PATTERNS = {
     "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     "secret key": re.compile(
-        r"(?i)secret(?:[_ -]?access)?(?:[_ -]?key)?" + _Q + r"?\s*[:=]\s*" + _Q + r"?([A-Za-z0-9/+=_\-]{12,})"
+        r"(?i)secret(?:[_ -]?access)?(?:[_ -]?key)?" + _Q + r"?[ \t]*[:=][ \t]*" + _Q + r"?([A-Za-z0-9/+=_\-]{12,})"
     ),
     "quoted pass word": re.compile(r"(?i)passw(?:or)?d" + _Q + r"?\s*[:=]?\s*" + _Q + r"([^'\"\n]{4,})" + _Q),
     "pass word setting": re.compile(r"(?i)^\s*[\w.]*passw(?:or)?d\s*[:=]\s*([^\s'\"#]{4,})\s*$", re.MULTILINE),
@@ -31,7 +31,23 @@ PATTERNS = {
     "private key": re.compile("-----BEGIN (?:[A-Z]+ )?PRIV" + "ATE KEY-----"),
 }
 #: Words that mark a value as a placeholder or a throw-away test value.
-FAKE_MARKERS = ("<", ">", "...", "…", "{", "$", "example", "test", "fake", "dummy", "changeme", "wrong", "xxxx")
+FAKE_MARKERS = (
+    "<",
+    ">",
+    "...",
+    "…",
+    "{",
+    "$",
+    "*",
+    "(",
+    "example",
+    "test",
+    "fake",
+    "dummy",
+    "changeme",
+    "wrong",
+    "xxxx",
+)
 SKIPPED_SUFFIXES = (".gz", ".png", ".jpg", ".parquet", ".zip", ".xlsx", ".lock")
 
 
