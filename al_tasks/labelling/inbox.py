@@ -239,6 +239,8 @@ def ingest_round(client: Any, config: LoopConfig, round_number: int) -> dict:
             round_number,
         )
     parsed = check_labelled_file(client, config, round_number, key)
+    for warning in parsed.warnings:
+        log.warning("%s", warning)
     added = TaskWorkspace(config).store.append(
         parsed.accepted, round_number=round_number, source=parsed.source_name, source_sha256=parsed.source_sha256
     )
