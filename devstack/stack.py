@@ -495,6 +495,8 @@ def _marked_pids(state_dir: Path, groups: set[int]) -> list[int]:
         if proc.pid == os.getpid():
             continue
         try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue  # exited; only its parent (or init) can reap it
             if os.getpgid(proc.pid) in groups or proc.environ().get(MARKER) == str(state_dir):
                 found.append(proc.pid)
         except (psutil.Error, ProcessLookupError):
@@ -594,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "down":
         late = stack.down()
         pids, ports = stack.leftovers()
+        for _ in range(40):  # killed stragglers take a moment to go
+            if not (pids or ports):
+                break
+            time.sleep(0.25)
+            pids, ports = stack.leftovers()
         say(f"stack stopped{'; killed stragglers ' + ', '.join(late) if late else ''}")
         if pids or ports:
             print(f"error: still running: pids {pids}, ports {ports}", file=sys.stderr)
