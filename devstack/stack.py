@@ -247,7 +247,7 @@ class Stack:
         workers = {role.service for role in spec.WORKERS}
         return [n for n in START_ORDER if self.executor == "CeleryExecutor" or n not in workers]
 
-    def start_service(self, name: str, timeout: float = 240, *, queues: tuple[str, ...] | None = None) -> None:
+    def start_service(self, name: str, timeout: float = 240) -> None:
         if name in self.processes and self.processes[name].is_running():
             return
         if name == "airflow-api-server":
@@ -277,8 +277,6 @@ class Stack:
     def _start_seaweedfs(self, timeout: float) -> ManagedProcess:
         from devstack.seaweedfs import start_seaweedfs
 
-        env = dict(os.environ)
-        env[MARKER] = str(self.state_dir)
         os.environ[MARKER] = str(self.state_dir)  # start_seaweedfs passes os.environ on
         try:
             server = start_seaweedfs(
