@@ -247,7 +247,7 @@ class Stack:
         workers = {role.service for role in spec.WORKERS}
         return [n for n in START_ORDER if self.executor == "CeleryExecutor" or n not in workers]
 
-    def start_service(self, name: str, timeout: float = 240, *, queues: tuple[str, ...] | None = None) -> None:
+    def start_service(self, name: str, timeout: float = 240) -> None:
         if name in self.processes and self.processes[name].is_running():
             return
         if name == "airflow-api-server":
@@ -277,8 +277,6 @@ class Stack:
     def _start_seaweedfs(self, timeout: float) -> ManagedProcess:
         from devstack.seaweedfs import start_seaweedfs
 
-        env = dict(os.environ)
-        env[MARKER] = str(self.state_dir)
         os.environ[MARKER] = str(self.state_dir)  # start_seaweedfs passes os.environ on
         try:
             server = start_seaweedfs(
@@ -495,6 +493,8 @@ def _marked_pids(state_dir: Path, groups: set[int]) -> list[int]:
         if proc.pid == os.getpid():
             continue
         try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue  # exited; only its parent (or init) can reap it
             if os.getpgid(proc.pid) in groups or proc.environ().get(MARKER) == str(state_dir):
                 found.append(proc.pid)
         except (psutil.Error, ProcessLookupError):
@@ -594,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "down":
         late = stack.down()
         pids, ports = stack.leftovers()
+        for _ in range(40):  # killed stragglers take a moment to go
+            if not (pids or ports):
+                break
+            time.sleep(0.25)
+            pids, ports = stack.leftovers()
         say(f"stack stopped{'; killed stragglers ' + ', '.join(late) if late else ''}")
         if pids or ports:
             print(f"error: still running: pids {pids}, ports {ports}", file=sys.stderr)
