@@ -6,6 +6,7 @@
     python -m bench --quick              # small sizes, a few minutes; results to <workdir>/results-quick
     python -m bench --only throughput --sizes 1000000,3000000   # the throughput run (quiet machine)
     python -m bench --only throughput --validate   # 50k and 200k, no modAL ladders; results to <workdir>
+    python -m bench --only throughput --no-modal   # without the seed-recipe / modAL query baselines
     python -m bench --only throughput --rebuild    # README tables again from bench/results/throughput.*
 
 Scratch (feature stores, synthetic corpora, the MLflow DB) goes to ``--workdir``
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rebuild", action="store_true", help="throughput: regenerate tables and README from the results only"
     )
+    parser.add_argument(
+        "--no-modal", action="store_true", help="throughput: skip the seed-recipe and modAL query baselines"
+    )
     args = parser.parse_args(argv)
 
     from bench import label_efficiency, throughput
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = throughput.VALIDATE if args.validate else settings
         if args.sizes:
             settings = dataclasses.replace(settings, sizes=tuple(int(s) for s in args.sizes.split(",")))
+        if args.no_modal:
+            settings = dataclasses.replace(settings, modal_baselines=False)
         say(f"== throughput: {settings}")
         throughput.run(settings, workdir=args.workdir, results_dir=results, readme=readme)
     if readme is not None:

@@ -31,7 +31,7 @@ from al_tasks.config import SHIPPED_CORPUS, LoopConfig
 RESULTS = Path(__file__).resolve().parent / "results" / "label_file_memory.json"
 QUERY_SIZE = 100
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from al_tasks.errors import LabelFileError
 from al_tasks.labelling.ingest import read_labelled_file
 path, ids, max_bytes, max_rows = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4])
@@ -41,7 +41,10 @@ try:
     outcome = f"read: {len(result.accepted)} accepted, {len(result.rejects)} rejected"
 except LabelFileError as exc:
     outcome = f"refused: {exc}"
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not getrusage's ru_maxrss: Linux carries the parent's peak over fork + exec into
+# ru_maxrss, so a child of a big pytest process would report the parent's memory.
+hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+peak = hwm_kb / 1024
 seconds = round(time.perf_counter() - started, 2)
 print(json.dumps({"peak_rss_mb": round(peak, 1), "seconds": seconds, "outcome": outcome}))
 """
