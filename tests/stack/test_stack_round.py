@@ -247,8 +247,7 @@ def _assert_spark_applications(stack, tis):
 def test_accepted_labels_are_rows_in_the_postgres_label_store(stack):
     """Round 1 accepted BATCH_SIZE labels; the killed worker's retry added none twice."""
     assert State.first_run, "round 1 did not run"
-    # Schema of h9a's al_tasks/labelling/store_sql.py (table al_label_rows: task, id, label, round, ...).
-    # TODO(lead): if the merged label store names its table differently, adjust these queries.
+    # Schema of al_tasks/labelling/store_sql.py (table al_label_rows: task, id, label, round, ...).
     rows = _sql(stack, "labels", "SELECT round, count(*) FROM al_label_rows WHERE task = %s GROUP BY round", TASK)
     by_round = dict(rows)
     assert by_round.get(1) == BATCH_SIZE, by_round
