@@ -11,9 +11,12 @@ mode rather than the ``0o600`` of :func:`tempfile.mkstemp`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -81,3 +84,15 @@ def swap_in(built: str | os.PathLike, target: str | os.PathLike) -> Path:
     os.rename(built, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``<path>.lock`` (serialises writers on one host)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -11,31 +11,16 @@ or cleared ingest of the same file adds nothing, wherever the file was read from
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
-from al_tasks.io.atomic import atomic_write_bytes
+from al_tasks.io.atomic import atomic_write_bytes, file_lock
 from al_tasks.io.people_csv import people_csv_bytes, text_cell
 
 #: The columns that identify a rejected row in the log.
 REJECT_KEY = ("round", "source_sha256", "line")
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``<path>.lock`` (serialises writers on one host)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def read_rejects(path: str | os.PathLike) -> pd.DataFrame:
@@ -82,7 +67,7 @@ def write_rejects(
     """
     path = Path(path)
     new = _as_logged(rejects_df, source, round_number, source_sha256)
-    with _locked(path):
+    with file_lock(path):
         existing = read_rejects(path)
         if len(existing.columns):
             columns = list(existing.columns) + [c for c in new.columns if c not in existing.columns]

@@ -24,10 +24,7 @@ trains on rounds ``< n`` only.
 from __future__ import annotations
 
 import abc
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from al_tasks.errors import LabelStoreError
-from al_tasks.io.atomic import atomic_write_bytes
+from al_tasks.io.atomic import atomic_write_bytes, file_lock
 from al_tasks.io.people_csv import people_csv_bytes
 from al_tasks.labelling.ids import normalise_id
 
@@ -45,18 +42,6 @@ STORE_COLUMNS = ("id", "label", "round", "source", "source_sha256", "labelled_at
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``<path>.lock`` (serialises writers on one host)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def read_csv_text(path: Path) -> pd.DataFrame:
