@@ -59,10 +59,10 @@ def _shown(value: object) -> str:
     return repr(value) if value != "" else "empty"
 
 
-def config_from_args(args: argparse.Namespace, environ=None) -> LoopConfig:
-    """Defaults < ``AL_*`` environment < ``--set`` < the setting flags."""
+def setting_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line (``--set`` < the setting flags), as strings."""
     overrides: dict[str, object] = {}
-    for item in args.set or []:
+    for item in getattr(args, "set", None) or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected name=value")
@@ -71,7 +71,12 @@ def config_from_args(args: argparse.Namespace, environ=None) -> LoopConfig:
         value = getattr(args, f"setting_{info.name}", None)
         if value is not None:
             overrides[info.name] = value
-    return LoopConfig.from_env(environ).with_overrides(overrides)
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, environ=None) -> LoopConfig:
+    """Defaults < ``AL_*`` environment < ``--set`` < the setting flags."""
+    return LoopConfig.from_env(environ).with_overrides(setting_overrides(args))
 
 
 # --- commands ------------------------------------------------------------------------------

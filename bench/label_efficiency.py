@@ -11,14 +11,16 @@ and each seed:
    path the DAG uses), "label" them from the ground-truth column, and repeat for
    ``rounds`` rounds.
 
-An *arm* is a query strategy with the loop's defaults (every name of
-``al_tasks.config.STRATEGY_NAMES``), or ``seed_recipe``: the seed recipe's settings
-(:data:`SEED_RECIPE`: margin sampling, C searched in e^-6 .. e^1 only, no class weights,
-no re-search at the bound). Every round records the tuning bound check
-(``c_at_bound``, ``c_shifts``).
+An *arm* (:data:`ARMS`) is a feature setting (:data:`FEATURES`: plain TF-IDF, or
+sublinear TF-IDF with a 200-dim LSA of the pool, with or without bigrams) and a query
+strategy with the loop's tuning, or ``seed_recipe``: the seed recipe's settings
+(plain TF-IDF, :data:`SEED_RECIPE`: margin sampling, C searched in e^-6 .. e^1 only, no
+class weights, no re-search at the bound). ``random`` (on the ``lsa`` features) is the
+baseline the targets compare with; ``random_tfidf`` shows what the features alone give.
+Every round records the tuning bound check (``c_at_bound``, ``c_shifts``).
 
-The corpus is featurized once (al_tasks.ml.features.featurize) and loaded once
-(load_features); one SparkSession serves the whole run.
+The corpus is featurized once per feature setting (al_tasks.ml.features.featurize, the
+loop's code) and loaded once (load_features); one SparkSession serves the whole run.
 
 Speed: liblinear's cost grows with the width of X (262,144 hashed columns) although
 ~1,000 short complaints touch only ~7,000 of them; al_tasks.ml.model.TextClassifier fits on
@@ -60,9 +62,16 @@ from bench.common import (
     write_json,
 )
 
+#: Feature settings compared (LoopConfig overrides of the featurizer; each is featurized
+#: once and is part of the feature fingerprint). ``tfidf`` is the seed recipe's
+#: representation; ``lsa`` adds sublinear TF and a 200-dim LSA of the whole pool's
+#: TF-IDF (no labels used); ``bigram_lsa`` adds word bigrams on top.
+FEATURES = {
+    "tfidf": {"featurizer": "hashing_vectorizer", "sublinear_tf": False, "ngram_max": 1, "lsa_components": 0},
+    "lsa": {"featurizer": "hashing_vectorizer", "sublinear_tf": True, "ngram_max": 1, "lsa_components": 200},
+    "bigram_lsa": {"featurizer": "hashing_vectorizer", "sublinear_tf": True, "ngram_max": 2, "lsa_components": 200},
+}
 #: The seed recipe's settings (TF-IDF + tuned LR + modAL margin), as LoopConfig overrides.
-#: Its features are the loop's current ones (the recipe's raw TF-IDF is not an option of
-#: the featurizer yet).
 SEED_RECIPE = {
     "strategy": "margin",
     "log_c_low": -6.0,
@@ -70,16 +79,42 @@ SEED_RECIPE = {
     "c_bound_shifts": 0,
     "search_class_weight": False,
 }
-#: Arm name -> LoopConfig overrides; a strategy's arm runs it with the loop's defaults.
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One learning curve: a feature setting (key of :data:`FEATURES`) and LoopConfig
+    overrides of the query strategy and tuning."""
+
+    features: str
+    overrides: dict
+
+    @property
+    def tuning(self) -> tuple:
+        """What round 0 depends on: the features and every override but the strategy."""
+        return (self.features, tuple(sorted((k, v) for k, v in self.overrides.items() if k != "strategy")))
+
+
+#: Arm name -> Arm. Strategy names run on the ``lsa`` features with the loop's tuning;
+#: ``*_tfidf`` / ``*_bigrams`` change only the features; ``seed_recipe`` is the seed
+#: recipe's features and tuning; ``random`` is the baseline of the targets.
 ARMS = {
     **{
-        name: {"strategy": name}
-        for name in ("uncertainty", "margin", "entropy", "ranked_batch", "balanced_margin", "badge")
+        name: Arm("lsa", {"strategy": name})
+        for name in ("margin", "badge", "balanced_margin", "ranked_batch", "uncertainty", "entropy")
     },
-    "seed_recipe": SEED_RECIPE,
-    "random": {"strategy": "random"},
+    "margin_bigrams": Arm("bigram_lsa", {"strategy": "margin"}),
+    "margin_tfidf": Arm("tfidf", {"strategy": "margin"}),
+    "badge_tfidf": Arm("tfidf", {"strategy": "badge"}),
+    "seed_recipe": Arm("tfidf", SEED_RECIPE),
+    "random_tfidf": Arm("tfidf", {"strategy": "random"}),
+    "random": Arm("lsa", {"strategy": "random"}),
 }
 STRATEGIES = tuple(ARMS)
+#: The arms of a full run (uncertainty and entropy rank a binary pool like margin).
+DEFAULT_ARMS = tuple(a for a in ARMS if a not in ("uncertainty", "entropy"))
+#: Baselines: never the "best arm" of a target.
+BASELINES = ("random", "random_tfidf")
 #: task name -> positive_class ("" = multi-class over Product group).
 TASKS = {"product_group": "", "debt_collection": "debt_collection"}
 #: Reference points of issue 12: the seed recipe at 1,030 labels, and the aims at 1,230.
@@ -142,7 +177,7 @@ class LabelSettings:
     batch: int = 100
     rounds: int = 10
     max_evals: int = 24
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = DEFAULT_ARMS
     tasks: tuple[str, ...] = tuple(TASKS)
     workers: int = 2
     corpus_limit: int = 0
@@ -152,13 +187,10 @@ class LabelSettings:
 QUICK = LabelSettings(seeds=(0,), rounds=3, max_evals=8)
 
 
-#: Arms whose tuning differs from the loop's defaults (their round 0 is tuned apart).
-TUNED_APART = tuple(arm for arm, overrides in ARMS.items() if set(overrides) - {"strategy"})
-
-
-def tuning_group(arm: str) -> str:
-    """The arm whose round 0 ``arm`` shares: itself when it tunes differently, else ``random``."""
-    return arm if arm in TUNED_APART else "random"
+def tuning_group(arm: str, arms: tuple[str, ...] = STRATEGIES) -> str:
+    """The arm whose round 0 ``arm`` shares: the first of ``arms`` with the same features
+    and tuning (round 0 is the same random labels, and tuning is deterministic)."""
+    return next(other for other in arms if ARMS[other].tuning == ARMS[arm].tuning)
 
 
 def _subset_corpus(limit: int, workdir: Path) -> Path:
@@ -225,9 +257,23 @@ def run(
     )
     spark = bench_spark(base)
 
-    say(f"label efficiency: featurize {corpus_path.name} (al_tasks.ml.features)")
-    feature_set = featurize(base, spark)
-    ids, X = load_features(feature_set)
+    # One feature set per feature setting in use, rows aligned to the first one's ids.
+    kinds = list(dict.fromkeys(ARMS[arm].features for arm in settings.strategies))
+    feature_sets, matrices, ids = {}, {}, None
+    for kind in kinds:
+        say(f"label efficiency: featurize {corpus_path.name} with {kind} features {FEATURES[kind]}")
+        fs = featurize(base.with_overrides(FEATURES[kind]), spark)
+        kind_ids, kind_X = load_features(fs)
+        if ids is None:
+            ids = kind_ids
+        order = pd.Index(kind_ids).get_indexer(ids)
+        if (order < 0).any() or len(kind_ids) != len(ids):
+            raise RuntimeError(f"feature set {kind} holds other documents than {kinds[0]}")
+        feature_sets[kind], matrices[kind] = fs, kind_X[order]
+        say(
+            f"  {kind}: {len(ids)} docs x {fs.num_features} features "
+            f"(featurize {fs.seconds:.1f}s{', reused' if fs.reused else ''})"
+        )
     docs = read_corpus(corpus_path, base).docs.set_index("id")
     truth = docs["label"].loc[ids].to_numpy(dtype=object)  # the simulated labeller
     position = pd.Index(ids)
@@ -235,15 +281,15 @@ def run(
     if settings.eval_size + settings.seed_labels + settings.rounds * settings.batch > n:
         raise ValueError(f"corpus of {n} docs is too small for these settings")
     say(
-        f"label efficiency: {n} docs x {feature_set.num_features} features "
-        f"(featurize {feature_set.seconds:.1f}s{', reused' if feature_set.reused else ''}); "
-        f"tasks {list(settings.tasks)}, seeds {list(settings.seeds)}, strategies {list(settings.strategies)}, "
-        f"{settings.rounds} rounds of {settings.batch}, max_evals {settings.max_evals}, {settings.workers} workers"
+        f"label efficiency: tasks {list(settings.tasks)}, seeds {list(settings.seeds)}, "
+        f"arms {list(settings.strategies)}, {settings.rounds} rounds of {settings.batch}, "
+        f"max_evals {settings.max_evals}, {settings.workers} workers"
     )
 
-    def config_for(task: str, seed: int, arm: str = "random") -> LoopConfig:
+    def config_for(task: str, seed: int, arm: str) -> LoopConfig:
         # A binary task's classes become (positive_class, "rest") in LoopConfig itself.
-        return base.with_overrides({"task": f"le-{task}", "positive_class": TASKS[task], "seed": seed, **ARMS[arm]})
+        overrides = {**FEATURES[ARMS[arm].features], **ARMS[arm].overrides}
+        return base.with_overrides({"task": f"le-{task}", "positive_class": TASKS[task], "seed": seed, **overrides})
 
     def labels_for(task: str, rows: np.ndarray) -> np.ndarray:
         y = truth[rows]
@@ -266,6 +312,7 @@ def run(
         """Round 0 is the same for every arm that tunes alike (same labels, deterministic tune)."""
         eval_rows, seed_rows = splits[seed]
         cfg = config_for(task, seed, arm)
+        X = matrices[ARMS[arm].features]
         out = tuners.submit(
             tune_and_evaluate,
             X[seed_rows],
@@ -277,7 +324,7 @@ def run(
         ).result()
         say(
             f"  {task} seed {seed}: {len(seed_rows)} random seed labels -> accuracy {out[3]['accuracy']:.3f}, "
-            f"macro-F1 {out[3]['macro_f1']:.3f} (tune {out[2]:.1f}s{', ' + arm if arm in TUNED_APART else ''})"
+            f"macro-F1 {out[3]['macro_f1']:.3f} (tune {out[2]:.1f}s, round 0 of {arm}'s group)"
         )
         return out
 
@@ -287,6 +334,7 @@ def run(
         eval_ids = ids[eval_rows]
         y_eval = labels_for(task, eval_rows)
         cfg = config_for(task, seed, strategy)
+        X, feature_set = matrices[ARMS[strategy].features], feature_sets[ARMS[strategy].features]
         model, best, tune_seconds, metrics = first.result()
         records = []
         for rnd in range(settings.rounds + 1):
@@ -355,12 +403,12 @@ def run(
     tuners = cf.ProcessPoolExecutor(max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"))
     with tuners, cf.ThreadPoolExecutor(max_workers=settings.workers + 1, thread_name_prefix="chain") as pool:
         # Round-0 jobs go first: the queue is FIFO, so no chain waits on an unstarted job.
-        groups = {tuning_group(arm) for arm in settings.strategies}
+        groups = {tuning_group(arm, settings.strategies) for arm in settings.strategies}
         firsts = {
             (t, s, g): pool.submit(round0, t, s, g) for s in settings.seeds for t in settings.tasks for g in groups
         }
         chains = [
-            pool.submit(chain, t, s, st, firsts[t, s, tuning_group(st)])
+            pool.submit(chain, t, s, st, firsts[t, s, tuning_group(st, settings.strategies)])
             for s in settings.seeds
             for t in settings.tasks
             for st in settings.strategies
@@ -379,8 +427,10 @@ def run(
         if Path(corpus_path).is_relative_to(REPO_ROOT)
         else str(corpus_path),
         "n_docs": n,
-        "num_features": feature_set.num_features,
-        "featurize_seconds": feature_set.seconds,
+        "features": {kind: FEATURES[kind] for kind in kinds},
+        "arms": {arm: dataclasses.asdict(ARMS[arm]) for arm in settings.strategies},
+        "num_features": {kind: fs.num_features for kind, fs in feature_sets.items()},
+        "featurize_seconds": {kind: fs.seconds for kind, fs in feature_sets.items()},
         "loop_seconds": loop_seconds,
         "total_seconds": seconds,
         "tune_seconds_sum": float(curves.loc[curves["round"] > 0, "tune_seconds"].sum()),
@@ -507,6 +557,14 @@ def final_table(curves: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def _features_text(features: dict) -> str:
+    parts = ["sublinear TF" if features.get("sublinear_tf") else "raw TF"]
+    parts.append("words 1-2" if features.get("ngram_max", 1) > 1 else "words")
+    if features.get("lsa_components"):
+        parts.append(f"+ {features['lsa_components']}-dim LSA")
+    return "TF-IDF (" + ", ".join(parts[:2]) + ")" + (" " + parts[2] if len(parts) > 2 else "")
+
+
 def _pm(mean: float, sd: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
@@ -518,7 +576,7 @@ def _labels(value: float) -> str:
 def target_lines(final: pd.DataFrame, task: str) -> str:
     """Issue 12's targets of ``task``: the best arm (random excluded) on each, met or not."""
     lines = []
-    arms = final[(final["task"] == task) & (final["strategy"] != "random")]
+    arms = final[(final["task"] == task) & ~final["strategy"].isin(BASELINES)]
     for what, column, bound, kind in TARGETS.get(task, ()):
         values = arms[["strategy", column]].dropna()
         if values.empty:
@@ -544,8 +602,10 @@ def markdown(final: pd.DataFrame, meta: dict) -> str:
         "over its label range, divided by that range (the mean metric over the run); labels to random's "
         "final accuracy in parentheses as a share of random's labels; C at a bound = tuned rounds (all "
         "seeds, round 0 included) whose best C ended at a bound of the range searched "
-        "(al_tasks.ml.tune), and how many re-searched a shifted range. `seed_recipe` is the seed "
-        "recipe's settings (margin, C ≤ e¹, no class weights, no re-search).\n"
+        "(al_tasks.ml.tune), and how many re-searched a shifted range. Features: "
+        + "; ".join(f"`{kind}` = {_features_text(FEATURES[kind])}" for kind in meta.get("features", FEATURES))
+        + ". Arms without a suffix use `lsa`; `seed_recipe` is the seed recipe's settings (`tfidf`, margin, "
+        "C ≤ e¹, no class weights, no re-search).\n"
     ]
     for task in final["task"].unique():
         part = final[final["task"] == task]
@@ -588,8 +648,41 @@ def markdown(final: pd.DataFrame, meta: dict) -> str:
     return "".join(out)
 
 
+def summary_markdown(final: pd.DataFrame, meta: dict) -> str:
+    """The project README's results table: every arm on both tasks, at the first and the
+    last round, and the labels it needs to reach random's last-round accuracy."""
+    s = meta["settings"]
+    first, last = s["seed_labels"], s["seed_labels"] + s["rounds"] * s["batch"]
+    rows = []
+    for arm in dict.fromkeys(final["strategy"]):
+        row = {"arm": f"`{arm}`", "features": f"`{ARMS[arm].features}`" if arm in ARMS else ""}
+        for task, short in (("debt_collection", "debt_collection"), ("product_group", "Product group")):
+            r = final[(final["task"] == task) & (final["strategy"] == arm)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            row[f"{short}: accuracy / macro-F1 @ {last:,}"] = (
+                f"{r['accuracy_mean']:.3f} ± {r['accuracy_sd']:.3f} / {r['macro_f1_mean']:.3f}"
+            )
+            row[f"{short}: accuracy @ {first}"] = f"{r['accuracy_230_mean']:.3f}"
+            share = r["labels_share_of_random"]
+            row[f"{short}: labels to random's @ {last:,}"] = (
+                "not reached" if math.isnan(share) else f"{r['labels_to_random_accuracy']:,.0f} ({share:.0%})"
+            )
+        rows.append(row)
+    return (
+        f"{len(s['seeds'])} seeds, mean ± sd; {s['max_evals']} tuning trials a round; run of "
+        f"{meta['total_seconds'] / 60:.0f} min on {meta['machine'].get('nproc', '?')} cores "
+        "(bench/README.md has every column, the targets and the plots).\n\n" + markdown_table(rows)
+    )
+
+
 #: Line styles of the baselines in the plots.
-BASELINE_STYLE = {"random": {"color": "black", "linestyle": "--"}, "seed_recipe": {"color": "grey", "linestyle": ":"}}
+BASELINE_STYLE = {
+    "random": {"color": "black", "linestyle": "--"},
+    "random_tfidf": {"color": "dimgrey", "linestyle": "-."},
+    "seed_recipe": {"color": "grey", "linestyle": ":"},
+}
 
 
 def plot(summary: pd.DataFrame, task: str, path: Path) -> None:
@@ -661,6 +754,7 @@ def write_outputs(curves, summary, final, meta, results_dir: Path, readme: Path 
     files.append(path)
     if readme is not None:
         replace_section(readme, "label-efficiency", text)
+        replace_section(REPO_ROOT / "README.md", "label-summary", summary_markdown(final, meta))
     return files
 
 

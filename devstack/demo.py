@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from al_tasks.cli import add_setting_flags, setting_overrides
 from al_tasks.config import REPO_ROOT, LoopConfig
 from al_tasks.tracking import tracking_uri
 from devstack.airflow_local import (
@@ -54,6 +55,9 @@ DEMO_DIR = REPO_ROOT / ".demo"
 DEMO_BUCKET = "labelling"
 SEED_SIZE = 230
 EVAL_SIZE = 1000
+#: The demo's settings where they differ from LoopConfig's defaults (a flag overrides them):
+#: three rounds with a small hyperopt budget, so a round takes a minute or two.
+DEMO_SETTINGS = {"max_rounds": 3, "max_evals": 32}
 
 
 # --- services -------------------------------------------------------------------------------
@@ -94,6 +98,10 @@ def _fresh_demo_state(demo_dir: Path, task: str) -> None:
         kept.rename(features)
 
 
+def _json_value(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -102,9 +110,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3, help="max_rounds of the loop (default 3)")
-    parser.add_argument("--max-evals", type=int, default=32, help="hyperopt evaluations per round (default 32)")
-    parser.add_argument("--batch-size", type=int, default=100, help="labels asked for per round (default 100)")
     parser.add_argument("--noise", type=float, default=0.0, help="fraction of wrong labels the labeller gives")
     parser.add_argument(
         "--label-delay",
@@ -126,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--timeout-minutes", type=float, default=45, help="give up after this long (default 45)")
     parser.add_argument("--dir", type=Path, default=DEMO_DIR, help=f"demo state folder (default {DEMO_DIR})")
+    # Every loop setting as a flag (--max-rounds, --max-evals, --batch-size, --strategy, ...),
+    # passed to the DAG run as its conf; the demo's own defaults are DEMO_SETTINGS.
+    add_setting_flags(parser)
     return parser
 
 
@@ -136,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     disable_mlflow_telemetry()
     demo_dir: Path = args.dir.resolve()
-    base = LoopConfig.from_env()
+    base = LoopConfig.from_env().with_overrides({**DEMO_SETTINGS, **setting_overrides(args)})
+    # The DAG run gets the demo's settings and the user's flags, typed by LoopConfig.
+    run_settings = {name: _json_value(getattr(base, name)) for name in {**DEMO_SETTINGS, **setting_overrides(args)}}
     task = base.task
     for port, what in (
         (args.api_port, "Airflow API server"),
@@ -218,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         api.wait_for_dag(DAG_ID, timeout=300, components=components)
         conf = {
             "round": 1,
-            "max_rounds": args.rounds,
-            "max_evals": args.max_evals,
-            "batch_size": args.batch_size,
+            **run_settings,
             "bucket": DEMO_BUCKET,
             "sensor_poke_seconds": 5,
             "sensor_timeout_seconds": 3600,
@@ -248,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             "waiting for rounds (a few minutes each; the first also featurizes the corpus)"
         )
         statuses = follow_loop(
-            api, max_rounds=args.rounds, timeout=args.timeout_minutes * 60, check=components.check_running, echo=say
+            api, max_rounds=base.max_rounds, timeout=args.timeout_minutes * 60, check=components.check_running, echo=say
         )
         ok = all(s["status"] != "failed" for s in statuses)
         say(

@@ -49,6 +49,10 @@ def test_label_efficiency_tiny(tmp_path):
     assert (curves.loc[curves["strategy"] == "seed_recipe", "class_weight"] == "None").all()
     assert curves.loc[curves["round"] < settings.rounds, "query_seconds"].gt(0).all()
 
+    # The seed recipe runs on plain TF-IDF, the others on the LSA features (200 more columns).
+    widths = out["meta"]["num_features"]
+    assert set(widths) == {"lsa", "tfidf"} and widths["lsa"] == widths["tfidf"] + 200
+
     final = out["final"]
     assert len(final) == n_tasks * n_strategies
     assert final["auc_accuracy_mean"].between(0, 1).all()
