@@ -67,6 +67,7 @@ from al_tasks.io.complaints import DATE_COLUMN, REJECT_COLUMNS, is_complaint_fil
 from al_tasks.io.people_csv import people_csv_bytes
 from al_tasks.ml.features import load_pipeline, transform_texts
 from al_tasks.ml.flag import flag
+from al_tasks.scoring.daily import LIST_COLUMNS
 from al_tasks.tracking import CHAMPION, ModelCache
 
 log = logging.getLogger(__name__)
@@ -76,21 +77,8 @@ log = logging.getLogger(__name__)
 BINARY_FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
 #: Hadoop glob over file names; Python re-checks with io.complaints.is_complaint_file.
 SOURCE_GLOB = "*.{csv,csv.gz,json,jsonl,ndjson}"
-#: Columns of the people-facing lists.
-STREAM_LIST_COLUMNS = (
-    "id",
-    "date_received",
-    "predicted_label",
-    "p_escalation",
-    "confidence",
-    "uncertainty",
-    "escalate",
-    "review",
-    "model_version",
-    "batch_id",
-    "file",
-    "text",
-)
+#: Columns of the people-facing lists: the daily lists' columns, plus where a row came from.
+STREAM_LIST_COLUMNS = (*LIST_COLUMNS[:-1], "batch_id", "file", LIST_COLUMNS[-1])
 KINDS = ("scored", "escalate", "review")
 
 
