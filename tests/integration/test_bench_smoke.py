@@ -110,7 +110,8 @@ def test_throughput_tiny(tmp_path):
     for impl in ("seed recipe (dense, per chunk)", "modAL in memory (CSR)"):
         est = rows[(rows["implementation"] == impl) & (rows["status"] == "extrapolated")]
         assert len(est) == 1 and est.iloc[0]["pool_docs"] == 2_000 and est.iloc[0]["seconds"] > 0
-    assert row("featurize", throughput.HASHING_IMPL)["docs_per_s"] > 0
-    assert len(out["summary"]) == 7 and np.isfinite(out["seconds"])
+    for name in settings.alternatives:
+        assert row("featurize", throughput.ALTERNATIVE_IMPL[name])["docs_per_s"] > 0
+    assert len(out["summary"]) == 6 + len(settings.alternatives) and np.isfinite(out["seconds"])
     for name in ("throughput.csv", "throughput_targets.csv", "throughput.json", "throughput.md", "throughput.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0
