@@ -121,6 +121,10 @@ def round_params(config: LoopConfig, tune_result, params: dict | None) -> dict[s
         "tuning_log_c_high": round(tune_result.log_c_range[1], 4),
         "max_evals": config.max_evals,
         "num_features": config.num_features,
+        "featurizer": config.featurizer,
+        "sublinear_tf": config.sublinear_tf,
+        "ngram_max": config.ngram_max,
+        "lsa_components": config.lsa_components,
         "seed": config.seed,
         **(params or {}),
     }

@@ -1,4 +1,9 @@
-"""Featurize: text -> sparse TF-IDF vectors with Spark ML.
+"""Featurize: text -> sparse TF-IDF vectors, on Spark.
+
+Two featurizers (``LoopConfig.featurizer``): ``hashing_vectorizer`` (the default,
+scikit-learn's hasher in Spark's Python workers, with the feature options sublinear TF,
+word bigrams and an LSA block learned from the pool: :mod:`al_tasks.ml.hashing`) and
+``spark_ml``, the Spark ML pipeline below.
 
 Pipeline (one Spark ``PipelineModel``, fitted once on the whole corpus, labelled and
 unlabelled alike, and saved for reuse by every round and by the scorers)::
@@ -45,7 +50,8 @@ log = logging.getLogger(__name__)
 #: Tokens the CFPB uses to redact personal data; frequent and meaningless.
 REDACTION_TOKENS = ["xx", "xxx", "xxxx", "xxxxxxxx"]
 #: Bump when the pipeline's stages change, so old fingerprints are not reused.
-PIPELINE_VERSION = 2
+#: 3: the feature options (sublinear TF, n-grams, LSA) of the scikit-learn featurizer.
+PIPELINE_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +62,8 @@ class FeatureSet:
     ----------
     root : Path, ``<workspace>/<task>/features/<fingerprint>``
     fingerprint : str
-    num_features : int, width of every vector
+    num_features : int, width of every vector (the hashed buckets plus any LSA columns:
+        :func:`pipeline_width` of the saved featurizer)
     n_docs : int
     reused : bool, True when this call refitted nothing
     seconds : float, wall time of this call
@@ -174,6 +181,11 @@ def features_fingerprint(corpus_fp: str, config: LoopConfig) -> str:
         "num_features": config.num_features,
         "min_doc_freq": config.min_doc_freq,
         "featurizer": config.featurizer,
+        "sublinear_tf": config.sublinear_tf,
+        "ngram_max": config.ngram_max,
+        "lsa_components": config.lsa_components,
+        # The sample size shapes the vectors only when there is an LSA block.
+        "lsa_sample_size": config.lsa_sample_size if config.lsa_components else 0,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -231,11 +243,12 @@ def featurize(
         if config.featurizer == "hashing_vectorizer":
             from al_tasks.ml.hashing import HashingFeaturizer, fit_and_write
 
-            featurizer = HashingFeaturizer(config.num_features, stop_words(), config.min_doc_freq)
-            fit_and_write(featurizer, spark, ingested.docs_path, root)
+            featurizer = HashingFeaturizer.from_config(config, stop_words())
+            width = fit_and_write(featurizer, spark, ingested.docs_path, root).width
         else:
             _fit_and_write(config, spark, ingested.docs_path, root)
-    manifest = _manifest(config, fp, ingested)
+            width = config.num_features
+    manifest = _manifest(config, fp, ingested, width)
     atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=2))
     (root / "_SUCCESS").touch()
     seconds = time.perf_counter() - started
@@ -243,21 +256,28 @@ def featurize(
     return FeatureSet(
         root=root,
         fingerprint=fp,
-        num_features=config.num_features,
+        num_features=width,
         n_docs=ingested.n_docs,
         seconds=seconds,
         docs_root=ingested.docs_path,
     )
 
 
-def _manifest(config: LoopConfig, fp: str, ingested) -> dict:
+def _manifest(config: LoopConfig, fp: str, ingested, width: int) -> dict:
+    """The feature set's manifest; ``num_features`` is the vector width (hashed buckets + LSA columns)."""
     return {
         "fingerprint": fp,
         "corpus_path": str(ingested.manifest["source"]),
         "corpus_fingerprint": ingested.fingerprint,
         "docs_path": str(ingested.docs_path),
-        "num_features": config.num_features,
+        "num_features": width,
+        "hashed_features": config.num_features,
         "min_doc_freq": config.min_doc_freq,
+        "featurizer": config.featurizer,
+        "sublinear_tf": config.sublinear_tf,
+        "ngram_max": config.ngram_max,
+        "lsa_components": config.lsa_components,
+        "lsa_sample_size": config.lsa_sample_size,
         "n_docs": ingested.n_docs,
         "n_rejected": int(ingested.manifest["rejected"]),
         "n_without_narrative": int(ingested.manifest["without_narrative"]),
@@ -414,7 +434,8 @@ def transform_texts(
 
     Returns
     -------
-    (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, num_features)
+    (ids, X) : int64 array of shape (n,), CSR float32 of shape (n, width), width =
+        :func:`pipeline_width` of the featurizer
     """
     from al_tasks.ml.hashing import HashingFeaturizer
     from al_tasks.spark import spark_session
@@ -463,7 +484,10 @@ def load_pipeline(pipeline_path: str | Path):
 
 
 def pipeline_width(model) -> int:
-    """Width of the vectors a saved featurizer produces (its HashingTF's numFeatures)."""
-    if hasattr(model, "num_features"):
-        return int(model.num_features)
+    """Width of the vectors a saved featurizer produces: a HashingFeaturizer's
+    :attr:`~al_tasks.ml.hashing.HashingFeaturizer.width` (buckets plus LSA columns), a
+    Spark pipeline's HashingTF numFeatures.
+    """
+    if hasattr(model, "width"):
+        return int(model.width)
     return next(stage.getNumFeatures() for stage in model.stages if hasattr(stage, "getNumFeatures"))

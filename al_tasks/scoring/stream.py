@@ -7,7 +7,7 @@
         v
     foreachBatch(batch_df, batch_id)
         parse every file with the corpus rules (io.complaints: rejects with reasons)
-        -> saved featurize PipelineModel (Spark) -> CSR -> model under an alias -> flag()
+        -> saved featurizer (HashingFeaturizer in process, or a Spark PipelineModel) -> CSR -> model -> flag()
         v
     <output>/parquet/{scored,escalate,review}/batch-<id>.parquet     for programs
     <output>/csv/{escalate,review,rejects}/batch-<id>.csv             for people
@@ -90,7 +90,7 @@ class BatchScorer:
     config : LoopConfig (escalation_class, escalation_probability, review_uncertainty,
         model_name, tracking_uri)
     output : folder of the lists (see the module docstring)
-    pipeline_path : saved featurize ``PipelineModel`` (``FeatureSet.pipeline_path``)
+    pipeline_path : the saved featurizer's folder (``FeatureSet.pipeline_path``)
     alias : registry alias whose model scores each batch
 
     Attributes
@@ -158,7 +158,7 @@ class BatchScorer:
 
     # --- features ----------------------------------------------------------------------------
     def transform(self, docs: pd.DataFrame, spark):
-        """(ids int64 (n,), CSR float32 (n, num_features)) of docs (id, text), in Spark.
+        """(ids int64 (n,), CSR float32 (n, width of the saved featurizer)) of docs (id, text).
 
         The saved featurizer is loaded once per scorer (not per batch).
         """

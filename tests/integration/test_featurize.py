@@ -1,9 +1,12 @@
 """Featurize on the real CFPB sample: stop words go before hashing, vectors stay sparse,
-an unchanged corpus is never refitted, bad corpus rows are rejected with reasons."""
+an unchanged corpus is never refitted, bad corpus rows are rejected with reasons, and
+every featurizer and feature option gives the same vectors through featurize, the daily
+additions and the stream scorer."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 
 import numpy as np
@@ -16,6 +19,30 @@ from al_tasks.errors import CorpusError
 from al_tasks.io.corpus import read_corpus
 from al_tasks.ml.features import REDACTION_TOKENS, featurize, load_features, transform_texts
 
+#: Featurizer settings the vectors are checked for (the session's ``feature_set`` is "default").
+VARIANTS = {
+    "default": {},
+    "spark_ml": {"featurizer": "spark_ml"},
+    "sublinear_tf": {"sublinear_tf": True},
+    "bigrams": {"ngram_max": 2},
+    "lsa": {"lsa_components": 20, "lsa_sample_size": 2000},
+}
+
+
+@pytest.fixture(scope="module")
+def variant_features(core_config, feature_set, spark, tmp_path_factory):
+    """``name -> (config, FeatureSet)`` of :data:`VARIANTS`, each featurized once, in its own workspace."""
+    done = {"default": (core_config, feature_set)}
+
+    def get(name: str):
+        if name not in done:
+            workspace = tmp_path_factory.mktemp(f"features-{name}")
+            config = core_config.with_overrides({"workspace": str(workspace), **VARIANTS[name]})
+            done[name] = (config, featurize(config, spark, chunk_rows=2000))
+        return done[name]
+
+    return get
+
 
 def test_corpus_reader_takes_the_cfpb_export(corpus):
     assert len(corpus.docs) == 8017
@@ -25,9 +52,10 @@ def test_corpus_reader_takes_the_cfpb_export(corpus):
     assert len(corpus.rejects) == 0
 
 
-def test_stop_words_are_removed_before_hashing(feature_set, spark):
+def test_stop_words_are_removed_before_hashing(variant_features, spark):
     from pyspark.ml import PipelineModel
 
+    _config, feature_set = variant_features("spark_ml")
     stages = PipelineModel.load(str(feature_set.pipeline_path)).stages
     names = [type(s).__name__ for s in stages]
     assert names[:3] == ["RegexTokenizer", "StopWordsRemover", "HashingTF"]
@@ -139,7 +167,7 @@ def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(
 
     from al_tasks.io.corpus import ReadStats, ingest_corpus, iter_corpus_chunks
 
-    config = core_config.with_overrides({"workspace": str(tmp_path / "ws")})
+    config = core_config.with_overrides({"workspace": str(tmp_path / "ws"), "featurizer": "spark_ml"})
     corpus_text_bytes = sum(len(t.encode()) for t in read_corpus(config.corpus_path).docs["text"])
     tracemalloc.start()
     for _chunk in iter_corpus_chunks(config.corpus_path, config, chunk_rows=500, bad_bytes=False):
@@ -167,67 +195,93 @@ def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(
     assert sorted(texts["id"]) == sorted(ids[:3].tolist()) and texts["text"].str.len().min() > 0
 
 
-def test_featurize_daily_addition_and_stream_give_identical_vectors(task_config, feature_set, spark):
-    """The same texts: featurized with the corpus, added to the pool as a day's complaints,
-    scored by the stream scorer -> the same vectors."""
-    from al_tasks.ml.features import FeatureSet, add_to_pool
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_featurize_daily_addition_and_stream_give_identical_vectors(variant, variant_features, spark, tmp_path):
+    """The same texts: featurized with the corpus (on Spark), added to the pool as a day's
+    complaints, scored by the stream scorer -> the same vectors, for each featurizer and
+    feature option; the vectors are unit TF-IDF rows (plus a unit LSA block)."""
+    import shutil
+
+    from al_tasks.ml.features import FeatureSet, add_to_pool, load_pipeline, pipeline_width
+    from al_tasks.ml.hashing import HashingFeaturizer
     from al_tasks.scoring.stream import BatchScorer
     from al_tasks.workspace import TaskWorkspace
 
-    fs = FeatureSet.load(feature_set.root)
-    ids, X_corpus = load_features(fs)
-    pick = np.sort(ids)[[3, 40, 500, 7000]]
-    _, X_corpus = load_features(fs, pick)
-    texts = fs.texts(pick).set_index("id").loc[pick, "text"].to_numpy()
-    new_ids = pick + 10**12
-    docs = pd.DataFrame({"id": new_ids, "text": texts})
-
-    added_fs = FeatureSet.load(TaskWorkspace(task_config).feature_dir(fs.fingerprint))
-    added, rejects = add_to_pool(added_fs, "2099-01-01", docs, spark=spark, config=task_config)
-    assert added == 4 and rejects.empty
-    _, X_daily = load_features(added_fs, new_ids)
-
-    scorer = BatchScorer(task_config, task_config.workspace + "/stream-out", added_fs.pipeline_path)
-    stream_ids, X_stream = scorer.transform(docs, spark)
-    X_stream = X_stream[np.argsort(stream_ids)]
-    for other in (X_daily, X_stream):
-        assert abs(X_corpus - other).max() < 1e-6
-    assert X_corpus.nnz > 0
-
-
-def test_hashing_vectorizer_featurizer_gives_the_same_vectors_on_spark_daily_and_stream(core_config, spark, tmp_path):
-    """featurizer = hashing_vectorizer: document frequencies summed over partitions on
-    Spark; the saved featurizer gives the same vectors in the daily addition and the stream
-    scorer (in-process, no Spark) as featurize wrote; the vectors are unit TF-IDF rows."""
-    from al_tasks.ml.features import add_to_pool, load_pipeline
-    from al_tasks.ml.hashing import HashingFeaturizer
-    from al_tasks.scoring.stream import BatchScorer
-
-    config = core_config.with_overrides({"workspace": str(tmp_path / "ws"), "featurizer": "hashing_vectorizer"})
-    fs = featurize(config, spark, chunk_rows=2000)
+    config, shared = variant_features(variant)
+    # Pool additions go to a copy, so the shared feature set stays the corpus alone.
+    config = config.with_overrides({"workspace": str(tmp_path / "ws")})
+    target = TaskWorkspace(config).feature_dir(shared.fingerprint)
+    shutil.copytree(shared.root, target)
+    fs = FeatureSet.load(target)
     featurizer = load_pipeline(fs.pipeline_path)
-    assert isinstance(featurizer, HashingFeaturizer) and set(REDACTION_TOKENS) <= set(featurizer.stop_words)
+    lsa = config.lsa_components
+    assert fs.num_features == pipeline_width(featurizer) == config.num_features + lsa
+
     ids, X = load_features(fs)
-    assert X.shape == (8017, config.num_features)
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)
-    # Spark's sum of per-partition document frequencies = the whole corpus's.
-    corpus = read_corpus(config.corpus_path).docs
-    tf = featurizer.term_frequencies(corpus["text"].tolist())
-    whole = HashingFeaturizer(config.num_features, featurizer.stop_words, config.min_doc_freq).fit_idf(
-        np.bincount(tf.indices, minlength=config.num_features), len(corpus)
-    )
-    np.testing.assert_allclose(featurizer.idf, whole.idf)
+    assert X.shape == (8017, fs.num_features)
+    tfidf_norms = np.sqrt(np.asarray(X[:, : config.num_features].power(2).sum(axis=1)).ravel())
+    np.testing.assert_allclose(tfidf_norms[tfidf_norms > 0], 1.0, rtol=1e-4)
+    if lsa:
+        block = X[:, config.num_features :].toarray()
+        np.testing.assert_allclose(np.linalg.norm(block, axis=1)[tfidf_norms > 0], 1.0, rtol=1e-4)
+        assert (np.abs(block) > 0).sum(axis=1).mean() > lsa / 2  # a dense block, not a few stray values
 
     pick = np.sort(ids)[[3, 40, 500, 7000]]
     _, X_corpus = load_features(fs, pick)
     docs = pd.DataFrame({"id": pick + 10**12, "text": fs.texts(pick).set_index("id").loc[pick, "text"].to_numpy()})
-    added, _ = add_to_pool(fs, "2099-01-01", docs, spark=spark, config=config)
+    added, rejects = add_to_pool(fs, "2099-01-01", docs, spark=spark, config=config)
+    assert added == 4 and rejects.empty
     _, X_daily = load_features(fs, docs["id"].to_numpy())
     stream_ids, X_stream = BatchScorer(config, tmp_path / "out", fs.pipeline_path).transform(docs, spark)
-    assert added == 4 and stream_ids.tolist() == docs["id"].tolist() and X_corpus.nnz > 0
+    assert stream_ids.tolist() == docs["id"].tolist() and X_corpus.nnz > 0
     for other in (X_daily, X_stream):
+        assert other.shape == X_corpus.shape
         assert abs(X_corpus - other).max() < 1e-6
-    # Stop words and redactions are not hashed.
-    _, X_stop = transform_texts(featurizer, pd.DataFrame({"id": [1], "text": ["The and of XXXX which were"]}))
-    assert X_stop.nnz == 0
+
+    if isinstance(featurizer, HashingFeaturizer):
+        assert set(REDACTION_TOKENS) <= set(featurizer.stop_words)
+        assert (featurizer.sublinear_tf, featurizer.ngram_max, featurizer.lsa_components) == (
+            config.sublinear_tf,
+            config.ngram_max,
+            lsa,
+        )
+        # Spark's sum of per-partition document frequencies = the whole corpus's.
+        corpus = read_corpus(config.corpus_path).docs
+        tf = featurizer.term_frequencies(corpus["text"].tolist())
+        whole = HashingFeaturizer.from_config(config, featurizer.stop_words).fit_idf(
+            np.bincount(tf.indices, minlength=config.num_features), len(corpus)
+        )
+        np.testing.assert_allclose(featurizer.idf, whole.idf)
+        # Stop words and redactions are not hashed (nor is there an LSA value without words).
+        _, X_stop = transform_texts(featurizer, pd.DataFrame({"id": [1], "text": ["The and of XXXX which were"]}))
+        assert X_stop.nnz == 0
+
+
+def test_each_feature_option_changes_the_vectors(variant_features):
+    """Not a no-op: each option's vectors differ from the default's on the same documents."""
+    _, default = variant_features("default")
+    ids, X_default = load_features(default)
+    for name in ("sublinear_tf", "bigrams", "lsa"):
+        _, X = load_features(variant_features(name)[1], ids)
+        width = X_default.shape[1]
+        assert abs(X[:, :width] - X_default).max() > 0.05 or X.shape[1] > width, name
+
+
+def test_the_lsa_block_is_deterministic(variant_features, core_config, spark, tmp_path):
+    """Two featurize runs in different workspaces (another chunking of the corpus, so other
+    partitions) give equal vectors: the sample and the SVD depend on the ids only."""
+    config, first = variant_features("lsa")
+    again = featurize(config.with_overrides({"workspace": str(tmp_path / "ws")}), spark, chunk_rows=700)
+    assert not again.reused and again.fingerprint == first.fingerprint
+    ids, X_first = load_features(first)
+    _, X_again = load_features(again, ids)
+    assert X_first.shape == X_again.shape == (8017, config.num_features + 20)
+    assert abs(X_first - X_again).max() < 1e-6
+    first_meta, again_meta = (json.loads((fs.pipeline_path / "featurizer.json").read_text()) for fs in (first, again))
+    assert first_meta == again_meta and first_meta["width"] == config.num_features + 20
+    np.testing.assert_array_equal(
+        np.load(first.pipeline_path / "lsa_columns.npy"), np.load(again.pipeline_path / "lsa_columns.npy")
+    )
+    components = np.load(first.pipeline_path / "components.npy")
+    assert components.dtype == np.float32 and components.shape[0] == 20
+    assert components.shape[1] <= 10_000
