@@ -579,9 +579,8 @@ def run(
         say(f"  {op:<13} {impl:<28} {size:>9,} docs: {secs} [{status}]{mem} {note}")
         return row
 
-    # The "project (Spark)" rows measure the Spark ML featurizer; hashing_vectorizer (the
-    # default since issue 12) has its own rows (_featurize_hashing).
-    base = LoopConfig(workspace=str(workdir / "workspace"), spark_master="local[2]", featurizer="spark_ml")
+    # The "project (Spark)" rows measure the loop's default featurizer; ALTERNATIVES have their own rows.
+    base = LoopConfig(workspace=str(workdir / "workspace"), spark_master="local[2]")
     spark = bench_spark(base)
     from pyspark.ml.feature import StopWordsRemover
 
