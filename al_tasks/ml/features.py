@@ -370,13 +370,6 @@ class FeatureReads:
     row_groups_read: int = 0
     row_groups_skipped: int = 0
 
-    def add(self, other: FeatureReads) -> None:
-        self.rows_decoded += other.rows_decoded
-        self.rows_kept += other.rows_kept
-        self.largest_batch_rows = max(self.largest_batch_rows, other.largest_batch_rows)
-        self.row_groups_read += other.row_groups_read
-        self.row_groups_skipped += other.row_groups_skipped
-
 
 def load_features(
     feature_set: FeatureSet,

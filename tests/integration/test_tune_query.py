@@ -7,12 +7,14 @@ for every strategy; small labelled sets that miss classes must not break tuning.
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
 
 from al_tasks.ml import features as features_module
 from al_tasks.ml.features import FeatureReads, load_features
+from al_tasks.ml.model import TextClassifier
 from al_tasks.ml.query import query, score_pool_top_k, top_k_order
 from al_tasks.ml.splits import stratified_split
 from al_tasks.ml.strategies import get_strategy
@@ -102,6 +104,24 @@ def test_load_features_by_id_in_small_batches_equals_the_whole_read(feature_set)
         load_features(feature_set, np.array([all_ids.max() + 1], dtype=np.int64))
     none_ids, none_X = load_features(feature_set, np.zeros(0, dtype=np.int64))
     assert len(none_ids) == 0 and none_X.shape == (0, feature_set.num_features)
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_dense_coefficients_score_exactly_as_the_sparse_product(feature_set, seed_labels, penalty):
+    labelled = seed_labels["id"].to_numpy()
+    _, X_train = load_features(feature_set, labelled)
+    model = TextClassifier(classes=sorted(seed_labels["label"].unique()), C=2.0, penalty=penalty)
+    model.fit(X_train, seed_labels["label"].to_numpy(dtype=object))
+    all_ids, X = load_features(feature_set)
+    sparse_product = np.asarray((X @ model.coef_.T).toarray()) + model.intercept_
+    assert np.array_equal(model.decision_function(X), sparse_product)  # bit for bit, not approximately
+    # The dense copy is derived: not pickled (broadcasts stay small), rebuilt after a refit.
+    restored = pickle.loads(pickle.dumps(model))
+    assert "_coef_t_dense" not in vars(restored)
+    assert np.array_equal(restored.decision_function(X), sparse_product)
+    rest = np.flatnonzero(~np.isin(all_ids, labelled))[:300]
+    model.fit(X[rest], np.resize(model.classes_, len(rest)))
+    assert np.array_equal(model.decision_function(X), np.asarray((X @ model.coef_.T).toarray()) + model.intercept_)
 
 
 def candidate_set(feature_set, model, labelled, scored_by: str, n: int, spark):
