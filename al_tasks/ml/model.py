@@ -90,11 +90,32 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         coef._shape = (coef.shape[0], X.shape[1])
         self.coef_ = coef
         self.intercept_ = np.asarray(intercept, dtype=np.float64)
+        self.__dict__.pop("_coef_t_dense", None)  # a refit: the dense copy is stale
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        """Raw scores, shape (n_samples, n_binary_problems)."""
-        return np.asarray((X @ self.coef_.T).toarray()) + self.intercept_
+        """Raw scores, shape (n_samples, n_binary_problems).
+
+        Sparse rows times the coefficients as a dense (n_features, n_binary_problems)
+        array: scipy adds the same products in the same order as the sparse-times-sparse
+        product (bitwise equal scores), about twice as fast, since no sparse result is
+        built; this is most of the time of scoring a pool.
+        """
+        return np.asarray(X @ self._dense_coef_t()) + self.intercept_
+
+    def _dense_coef_t(self) -> np.ndarray:
+        """``coef_.T`` as a C-contiguous float64 array, made once per fitted model (not pickled)."""
+        dense = self.__dict__.get("_coef_t_dense")
+        if dense is None:
+            dense = np.ascontiguousarray(self.coef_.T.toarray())
+            self.__dict__["_coef_t_dense"] = dense
+        return dense
+
+    def __getstate__(self):
+        # Derived from coef_ (8 bytes x features x classes): broadcasts and saved models stay small.
+        state = super().__getstate__()
+        state.pop("_coef_t_dense", None)
+        return state
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities, shape (n_samples, n_classes), columns in ``classes_`` order.

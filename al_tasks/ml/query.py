@@ -19,10 +19,9 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import scipy.sparse as sp
 
 from al_tasks.config import LoopConfig
-from al_tasks.ml.features import FeatureSet, load_features
+from al_tasks.ml.features import FeatureReads, FeatureSet, load_features
 from al_tasks.ml.sparse import lists_to_csr
 from al_tasks.ml.strategies import QueryStrategy, badge, class_balanced, get_strategy, ranked_batch
 
@@ -59,12 +58,15 @@ class QueryResult:
     pool_size : int, items the query chose from
     seconds : float
     candidates : int, rows Spark returned (re-ranking strategies: the candidate set)
+    feature_reads : FeatureReads, what the re-ranking read of the feature files (zeros
+        for a strategy that does not re-rank or reads no vectors)
     """
 
     items: pd.DataFrame
     pool_size: int
     seconds: float
     candidates: int
+    feature_reads: FeatureReads = dataclasses.field(default_factory=FeatureReads)
 
 
 def _feature_schema():
@@ -146,6 +148,13 @@ def pool_ids(feature_set: FeatureSet, exclude_ids: np.ndarray) -> np.ndarray:
     return np.setdiff1d(feature_set.ids(), np.asarray(exclude_ids, dtype=np.int64))
 
 
+def pool_count(feature_set: FeatureSet, exclude_ids: np.ndarray) -> int:
+    """How many featurized ids are not in ``exclude_ids`` (ids are unique; no sorted copy of the pool)."""
+    all_ids = feature_set.ids()
+    excluded = np.unique(np.asarray(exclude_ids, dtype=np.int64))
+    return len(all_ids) - int(np.count_nonzero(np.isin(excluded, all_ids)))
+
+
 def candidate_count(config: LoopConfig, strategy: QueryStrategy, k: int, pool_size: int) -> int:
     """Rows Spark returns: ``k``, or for a re-ranking strategy the candidate set it picks from."""
     if not strategy.reranks:
@@ -153,13 +162,18 @@ def candidate_count(config: LoopConfig, strategy: QueryStrategy, k: int, pool_si
     return min(pool_size, max(config.ranked_batch_candidates, 5 * k))
 
 
-def rerank_ranked_batch(feature_set: FeatureSet, top: pd.DataFrame, labelled_ids: np.ndarray, k: int) -> pd.DataFrame:
-    """Ranked batch's greedy pick of ``k`` among the candidates ``top`` (pick order)."""
-    _, X_candidates = load_features(feature_set, top["id"].to_numpy())
-    if len(labelled_ids):
-        _, X_labelled = load_features(feature_set, labelled_ids)
-    else:
-        X_labelled = sp.csr_matrix((0, feature_set.num_features), dtype=np.float32)
+def rerank_ranked_batch(
+    feature_set: FeatureSet, top: pd.DataFrame, labelled_ids: np.ndarray, k: int, reads: FeatureReads | None = None
+) -> pd.DataFrame:
+    """Ranked batch's greedy pick of ``k`` among the candidates ``top`` (pick order).
+
+    The candidates' and the labelled items' vectors come from one pass over the feature
+    files that keeps only those rows (``reads``, when given, records what was read).
+    """
+    candidate_ids = top["id"].to_numpy()
+    labelled_ids = np.asarray(labelled_ids, dtype=np.int64)
+    _, X_both = load_features(feature_set, np.concatenate([candidate_ids, labelled_ids]), reads=reads)
+    X_candidates, X_labelled = X_both[: len(candidate_ids)], X_both[len(candidate_ids) :]
     order = ranked_batch(top["score"].to_numpy(), X_candidates, X_labelled, k)
     return top.iloc[order].reset_index(drop=True)
 
@@ -180,23 +194,31 @@ def rerank_balanced_margin(top: pd.DataFrame, model, k: int) -> pd.DataFrame:
     return top.iloc[order].reset_index(drop=True)
 
 
-def rerank_badge(feature_set: FeatureSet, top: pd.DataFrame, model, k: int, seed: int) -> pd.DataFrame:
-    """BADGE's pick of ``k`` among the candidates ``top`` (pick order)."""
-    ids, X_candidates = load_features(feature_set, top["id"].to_numpy())
+def rerank_badge(
+    feature_set: FeatureSet, top: pd.DataFrame, model, k: int, seed: int, reads: FeatureReads | None = None
+) -> pd.DataFrame:
+    """BADGE's pick of ``k`` among the candidates ``top`` (pick order); reads only the candidates' vectors."""
+    ids, X_candidates = load_features(feature_set, top["id"].to_numpy(), reads=reads)
     order = badge(model.predict_proba(X_candidates), X_candidates, ids, k, seed)
     return top.iloc[order].reset_index(drop=True)
 
 
 def rerank(
-    strategy: QueryStrategy, feature_set: FeatureSet, top: pd.DataFrame, model, labelled_ids: np.ndarray, k: int
+    strategy: QueryStrategy,
+    feature_set: FeatureSet,
+    top: pd.DataFrame,
+    model,
+    labelled_ids: np.ndarray,
+    k: int,
+    reads: FeatureReads | None = None,
 ) -> pd.DataFrame:
     """The batch of a re-ranking strategy, picked from its candidate set ``top``."""
     if strategy.name == "ranked_batch":
-        return rerank_ranked_batch(feature_set, top, labelled_ids, k)
+        return rerank_ranked_batch(feature_set, top, labelled_ids, k, reads=reads)
     if strategy.name == "balanced_margin":
         return rerank_balanced_margin(top, model, k)
     if strategy.name == "badge":
-        return rerank_badge(feature_set, top, model, k, strategy.seed)
+        return rerank_badge(feature_set, top, model, k, strategy.seed, reads=reads)
     raise ValueError(f"strategy {strategy.name!r} does not re-rank")
 
 
@@ -233,16 +255,17 @@ def query(
     spark = spark or spark_session(config)
     strategy = get_strategy(config.strategy, seed=config.seed + round_number)
     exclude_ids = np.unique(np.asarray(exclude_ids, dtype=np.int64))
-    pool_size = len(pool_ids(feature_set, exclude_ids))
+    pool_size = pool_count(feature_set, exclude_ids)
     k = min(config.batch_count(pool_size), pool_size)
     fetch = candidate_count(config, strategy, k, pool_size)
     log.info(
         "query: %s, %s of a pool of %s (scoring with Spark, %s candidates)", strategy.name, k, f"{pool_size:,}", fetch
     )
     top = score_pool_top_k(feature_set, model, strategy, fetch, exclude_ids, spark)
+    reads = FeatureReads()
     if strategy.reranks and len(top):
         labelled = exclude_ids if labelled_ids is None else np.asarray(labelled_ids, dtype=np.int64)
-        top = rerank(strategy, feature_set, top, model, labelled, k)
+        top = rerank(strategy, feature_set, top, model, labelled, k, reads=reads)
     top = top.head(k)
     classes = np.asarray(model.classes_, dtype=object)
     items = pd.DataFrame(
@@ -258,4 +281,4 @@ def query(
     )
     seconds = time.perf_counter() - started
     log.info("query: chose %s items in %.1fs", len(items), seconds)
-    return QueryResult(items=items, pool_size=pool_size, seconds=seconds, candidates=fetch)
+    return QueryResult(items=items, pool_size=pool_size, seconds=seconds, candidates=fetch, feature_reads=reads)

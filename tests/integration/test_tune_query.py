@@ -7,11 +7,14 @@ for every strategy; small labelled sets that miss classes must not break tuning.
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
 
-from al_tasks.ml.features import load_features
+from al_tasks.ml import features as features_module
+from al_tasks.ml.features import FeatureReads, load_features
+from al_tasks.ml.model import TextClassifier
 from al_tasks.ml.query import query, score_pool_top_k, top_k_order
 from al_tasks.ml.splits import stratified_split
 from al_tasks.ml.strategies import get_strategy
@@ -52,6 +55,73 @@ def test_ranked_batch_equals_modal_on_the_candidate_set(core_config, feature_set
     )
     assert result.items["id"].tolist() == expected.tolist()  # same items, same order
     assert result.candidates == 400
+
+
+def test_ranked_batch_and_badge_read_only_the_rows_they_need(
+    core_config, feature_set, seed_model, seed_labels, spark, monkeypatch
+):
+    # Batches far smaller than the pool (8,017 docs): the driver never holds more than
+    # one batch of decoded vectors, keeps only the candidates' and labelled rows, and
+    # reads the files once (not once for the candidates and again for the labelled).
+    monkeypatch.setattr(features_module, "READ_BATCH_ROWS", 500)
+    labelled = seed_labels["id"].to_numpy()
+    cfg = core_config.with_overrides({"strategy": "ranked_batch", "batch_size": 60, "ranked_batch_candidates": 400})
+    result = query(feature_set, seed_model, cfg, exclude_ids=labelled, spark=spark)
+    reads = result.feature_reads
+    assert reads.rows_kept == 400 + len(labelled) == 630
+    assert 0 < reads.largest_batch_rows <= 500
+    assert reads.rows_decoded <= feature_set.n_docs
+    candidates = score_pool_top_k(feature_set, seed_model, get_strategy("uncertainty"), 400, labelled, spark)
+    _, X_candidates = load_features(feature_set, candidates["id"].to_numpy())
+    _, X_labelled = load_features(feature_set, labelled)
+    expected = query_in_memory(
+        seed_model, X_candidates, candidates["id"].to_numpy(), "ranked_batch", 60, X_labelled=X_labelled
+    )
+    assert result.items["id"].tolist() == expected.tolist()
+
+    badge_cfg = cfg.with_overrides({"strategy": "badge", "batch_size": 40, "ranked_batch_candidates": 300})
+    badge_reads = query(feature_set, seed_model, badge_cfg, exclude_ids=labelled, spark=spark).feature_reads
+    assert badge_reads.rows_kept == 300 and 0 < badge_reads.largest_batch_rows <= 500
+    # Plain top-k reads no vectors on the driver at all.
+    margin_cfg = cfg.with_overrides({"strategy": "margin"})
+    assert query(feature_set, seed_model, margin_cfg, exclude_ids=labelled, spark=spark).feature_reads == FeatureReads()
+
+
+def test_load_features_by_id_in_small_batches_equals_the_whole_read(feature_set):
+    all_ids, X_all = load_features(feature_set)
+    rng = np.random.default_rng(3)
+    # Shuffled, with a repeat: rows come back in the order asked for.
+    wanted = np.concatenate([rng.choice(all_ids, 700, replace=False), all_ids[[5, 5]]])
+    reads = FeatureReads()
+    ids, X = load_features(feature_set, wanted, batch_rows=256, reads=reads)
+    position = {int(i): n for n, i in enumerate(all_ids)}
+    rows = [position[int(i)] for i in wanted]
+    assert ids.tolist() == wanted.tolist()
+    assert X.shape == (len(wanted), feature_set.num_features)
+    assert (X_all[rows] != X).nnz == 0
+    assert reads.rows_kept == 701 and reads.largest_batch_rows <= 256
+    with pytest.raises(KeyError):
+        load_features(feature_set, np.array([all_ids.max() + 1], dtype=np.int64))
+    none_ids, none_X = load_features(feature_set, np.zeros(0, dtype=np.int64))
+    assert len(none_ids) == 0 and none_X.shape == (0, feature_set.num_features)
+
+
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
+def test_dense_coefficients_score_exactly_as_the_sparse_product(feature_set, seed_labels, penalty):
+    labelled = seed_labels["id"].to_numpy()
+    _, X_train = load_features(feature_set, labelled)
+    model = TextClassifier(classes=sorted(seed_labels["label"].unique()), C=2.0, penalty=penalty)
+    model.fit(X_train, seed_labels["label"].to_numpy(dtype=object))
+    all_ids, X = load_features(feature_set)
+    sparse_product = np.asarray((X @ model.coef_.T).toarray()) + model.intercept_
+    assert np.array_equal(model.decision_function(X), sparse_product)  # bit for bit, not approximately
+    # The dense copy is derived: not pickled (broadcasts stay small), rebuilt after a refit.
+    restored = pickle.loads(pickle.dumps(model))
+    assert "_coef_t_dense" not in vars(restored)
+    assert np.array_equal(restored.decision_function(X), sparse_product)
+    rest = np.flatnonzero(~np.isin(all_ids, labelled))[:300]
+    model.fit(X[rest], np.resize(model.classes_, len(rest)))
+    assert np.array_equal(model.decision_function(X), np.asarray((X @ model.coef_.T).toarray()) + model.intercept_)
 
 
 def candidate_set(feature_set, model, labelled, scored_by: str, n: int, spark):
