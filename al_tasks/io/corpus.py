@@ -848,6 +848,9 @@ def _ingest_ranges(
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    if multiprocessing.current_process().daemon:  # e.g. an executor's worker: it may not start processes
+        log.info("ingest: in a daemonic process, reading %s with one reader", read.path)
+        return None
     size = read.path.stat().st_size
     range_bytes = range_bytes or max(MIN_RANGE_BYTES, math.ceil(size / (workers * RANGES_PER_WORKER)))
     header_end, ranges = record_ranges(read.path, range_bytes)

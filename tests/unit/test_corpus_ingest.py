@@ -232,3 +232,15 @@ def test_ingest_workers_only_for_a_large_plain_csv(tmp_path):
     assert ingest_workers(LoopConfig(ingest_workers=0, spark_master="local[2]"), path, forced=True) == 2
     assert ingest_workers(LoopConfig(ingest_workers=1), path, forced=True) == 1
     assert ingest_workers(LoopConfig(ingest_workers=2), SHIPPED_CORPUS, forced=True) == 1  # gzip: serial
+
+
+def test_parallel_ingest_in_a_daemonic_process_uses_one_reader(tmp_path, monkeypatch):
+    """A daemonic process (an executor's worker) may not start processes: the single reader runs."""
+    import multiprocessing
+
+    path = tmp_path / "export.csv"
+    write_messy_csv(path)
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    (serial_docs, serial_rejects, serial), (docs, rejects, parallel) = _ingest_both(tmp_path, path, 1, 3)
+    pd.testing.assert_frame_equal(docs, serial_docs)
+    assert rejects == serial_rejects and parallel["chunks"] == serial["chunks"] == 4
