@@ -193,6 +193,7 @@ def _raw_chunks(
 
 
 def _csv_chunks(path: Path, source, wanted: list[str], optional: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Parse with pandas' C parser ``source`` (a :class:`_RangeFile`) or, when None, the whole ``path``."""
     keep = {*wanted, *optional}
     try:
         # Bad bytes become U+FFFD so the record can be rejected by position, not the file.
