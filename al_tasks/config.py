@@ -157,6 +157,15 @@ class LoopConfig:
         description="Corpus in CFPB export format (CSV, CSV.gz or Parquet) on a path every worker sees.",
         aliases=("--corpus",),
     )
+    ingest_workers: int = setting(
+        1,
+        section="data",
+        title="Ingest workers",
+        description="Processes that parse a plain CSV corpus in parallel, in byte ranges that start at record "
+        "boundaries (same rows, rejects and manifest as one reader); 0 = the cores of a local[N] Spark master "
+        "(this machine's CPUs otherwise), 1 = one reader. CSV.gz, Parquet and files under 128 MB use one reader.",
+        minimum=0,
+    )
     id_column: str = setting(
         "Complaint ID",
         section="data",

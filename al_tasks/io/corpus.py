@@ -9,6 +9,13 @@ additions and the streaming scorer (:mod:`al_tasks.io.complaints`). It reads CSV
 (quoted multi-line narratives included: pandas' C parser, not a line split) and Parquet
 ``chunk_rows`` records at a time, so memory does not grow with the file.
 
+The ingest of a plain (uncompressed) CSV can parse it in parallel
+(``LoopConfig.ingest_workers``): the file is cut into byte ranges that start at record
+boundaries (a newline with an even number of ``"`` bytes before it, RFC 4180 quoting),
+each range is parsed by the same reader in a worker process, and duplicate ids across
+ranges are settled in file order, so the dataset, rejects and manifest counts are the
+ones a single reader gives. CSV.gz (no random access) and Parquet are read serially.
+
 Rows that cannot be used are never dropped silently: real defects (an id that is not a
 whole number, bytes that are not UTF-8, an id already seen, in this chunk or an earlier
 one) come back as *rejects*, each with its record position (``line``: the CSV record
@@ -22,8 +29,13 @@ import codecs
 import dataclasses
 import gzip
 import hashlib
+import io
+import itertools
 import json
 import logging
+import math
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -41,6 +53,11 @@ log = logging.getLogger(__name__)
 READER_VERSION = 1
 #: Records per chunk when the caller does not say (about 50 MB of CFPB narratives).
 DEFAULT_CHUNK_ROWS = 50_000
+#: A plain CSV smaller than this is read by one reader (worker start-up is not worth it).
+PARALLEL_MIN_BYTES = 128 << 20
+#: Smallest byte range of a parallel ingest; more ranges than workers balance the load.
+MIN_RANGE_BYTES = 32 << 20
+RANGES_PER_WORKER = 4
 EMPTY_NARRATIVE = "empty narrative"
 REJECT_FRAME_COLUMNS = ("line", "id", "reason")
 
@@ -152,16 +169,36 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix == ".parquet" or path.is_dir()
 
 
-def _raw_chunks(path: Path, wanted: list[str], optional: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The file's ``wanted`` (required) and ``optional`` columns as str, ``chunk_rows`` records at a time."""
+def _raw_chunks(
+    path: Path,
+    wanted: list[str],
+    optional: list[str],
+    chunk_rows: int,
+    byte_range: tuple[int, int, int] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The file's ``wanted`` (required) and ``optional`` columns as str, ``chunk_rows`` records at a time.
+
+    ``byte_range`` (header_end, start, end) reads the header record and then only the
+    records in bytes [start, end) of a plain CSV (see :class:`_RangeFile`).
+    """
     if _is_parquet(path):
         yield from _parquet_chunks(path, wanted, optional, chunk_rows)
         return
+    source = _RangeFile(path, *byte_range) if byte_range else None
+    try:
+        yield from _csv_chunks(path, source, wanted, optional, chunk_rows)
+    finally:
+        if source is not None:
+            source.close()
+
+
+def _csv_chunks(path: Path, source, wanted: list[str], optional: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Parse with pandas' C parser ``source`` (a :class:`_RangeFile`) or, when None, the whole ``path``."""
     keep = {*wanted, *optional}
     try:
         # Bad bytes become U+FFFD so the record can be rejected by position, not the file.
         reader = pd.read_csv(
-            path,
+            io.BufferedReader(source, 1 << 20) if source is not None else path,
             dtype=str,
             keep_default_na=False,
             encoding="utf-8",
@@ -175,7 +212,7 @@ def _raw_chunks(path: Path, wanted: list[str], optional: list[str], chunk_rows: 
         for number, raw in enumerate(reader):
             if number == 0:
                 _check_columns(path, wanted, raw.columns)
-            raw.attrs["bytes_read"] = _position(reader)
+            raw.attrs["bytes_read"] = source.consumed if source is not None else _position(reader)
             yield raw.rename(columns=lambda c: c.lstrip("\ufeff"))
 
 
@@ -187,6 +224,47 @@ def _position(reader) -> int:
         return int(handle.tell())
     except (AttributeError, OSError, ValueError):
         return 0
+
+
+class _RangeFile(io.RawIOBase):
+    """A CSV made of the file's header record and its bytes [start, end) (start at a record boundary).
+
+    Parameters
+    ----------
+    path : the plain CSV
+    header_end : byte just after the header record (its first even-quote-parity newline)
+    start, end : the range; ``start == 0`` is the range with the header (not repeated)
+    """
+
+    def __init__(self, path: Path, header_end: int, start: int, end: int):
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._pending = self._file.read(header_end) if start > 0 else b""
+        self._file.seek(start)
+        self._left = end - start
+        #: bytes of the range read so far (progress)
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)
+        if self._pending:
+            n = min(len(view), len(self._pending))
+            view[:n] = self._pending[:n]
+            self._pending = self._pending[n:]
+            return n
+        if self._left <= 0:
+            return 0
+        n = self._file.readinto(view[: min(len(view), self._left)]) or 0
+        self._left -= n
+        self.consumed += n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def _parquet_chunks(path: Path, wanted: list[str], optional: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -298,6 +376,8 @@ def iter_corpus_chunks(
     list_empty: bool = True,
     bad_bytes: bool | None = None,
     stats: ReadStats | None = None,
+    byte_range: tuple[int, int, int] | None = None,
+    seen: np.ndarray | None = None,
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Read ``path`` (CSV, CSV.gz or Parquet) ``chunk_rows`` records at a time, with the corpus rules.
 
@@ -315,6 +395,10 @@ def iter_corpus_chunks(
         False only counts them in ``stats.without_narrative`` (the corpus export)
     bad_bytes : whether the file has bytes that are not UTF-8 (default: scan it first)
     stats : counters to update (peak chunk size included)
+    byte_range : (header_end, start, end): read only the records in bytes [start, end) of a
+        plain CSV, ``start`` and ``end`` at record boundaries (the parallel ingest); ``line``
+        then counts from the range's first record (= 2)
+    seen : sorted int64 ids accepted before this read (earlier ranges): repeats are duplicates
 
     Yields
     ------
@@ -329,9 +413,12 @@ def iter_corpus_chunks(
     if bad_bytes is None:
         bad_bytes = not _is_parquet(path) and not scan_file(path)[1]
     optional = [c for c in [label_column, *extra_columns] if c]
-    stats.bytes_total = 0 if path.is_dir() else path.stat().st_size
-    seen = np.zeros(0, dtype=np.int64)
-    for raw in _raw_chunks(path, [config.id_column, config.text_column], optional, chunk_rows):
+    if byte_range:
+        stats.bytes_total = byte_range[2] - byte_range[1]
+    else:
+        stats.bytes_total = 0 if path.is_dir() else path.stat().st_size
+    seen = np.zeros(0, dtype=np.int64) if seen is None else seen
+    for raw in _raw_chunks(path, [config.id_column, config.text_column], optional, chunk_rows, byte_range):
         docs, rejects = check_records(
             raw,
             config,
@@ -438,12 +525,20 @@ def ingest_corpus(
     chunk_rows: int | None = None,
     stats: ReadStats | None = None,
     progress_seconds: float = 10.0,
+    range_bytes: int | None = None,
 ) -> IngestedCorpus:
     """Stream the corpus into ``<workspace>/<task>/corpus/<fingerprint>/``, unless already there.
 
     One Parquet file per chunk (so Spark reads them in parallel), the rejects appended
     chunk by chunk, the manifest and ``_SUCCESS`` written last; the folder is swapped
     in whole. Logs rows read, rows/s at most every ``progress_seconds``.
+
+    A plain CSV of at least :data:`PARALLEL_MIN_BYTES` is parsed by
+    ``config.ingest_workers`` processes in byte ranges (:func:`_ingest_ranges`) when that
+    is not 1; CSV.gz and Parquet keep the single reader (a gzip stream cannot be entered
+    in the middle; a Parquet file is already columnar). Either way the dataset rows, the
+    rejects and the manifest counts are the same. ``range_bytes`` sets the range size
+    (and skips the size threshold): for tests.
     """
     from al_tasks.io.atomic import atomic_write_text, fresh_dir, swap_in
     from al_tasks.workspace import TaskWorkspace
@@ -463,7 +558,11 @@ def ingest_corpus(
     staging = fresh_dir(target)
     try:
         bad_bytes = not valid_utf8 and not _is_parquet(path)
-        files = _write_chunks(path, config, staging, chunk_rows, bad_bytes, stats, progress_seconds, started)
+        read = _ReadSettings(path, config, int(chunk_rows or DEFAULT_CHUNK_ROWS), bad_bytes, progress_seconds, started)
+        workers = ingest_workers(config, path, forced=range_bytes is not None)
+        files = _ingest_ranges(read, staging, stats, workers, range_bytes) if workers > 1 else None
+        if files is None:
+            files = _ingest_serial(read, staging, stats)
         manifest = _manifest(fp, path, file_sha, chunk_rows, files, stats, started)
         if not stats.accepted:
             raise CorpusError(f"{path}: no record with a narrative ({stats.rows_read} records read)")
@@ -487,6 +586,31 @@ def ingest_corpus(
     return IngestedCorpus(root=target, manifest=manifest)
 
 
+def ingest_workers(config: LoopConfig, path: Path, *, forced: bool = False) -> int:
+    """How many processes parse ``path`` at ingest: 1 unless a plain CSV of at least
+    :data:`PARALLEL_MIN_BYTES` (any size when ``forced``) and ``config.ingest_workers`` is not 1.
+
+    ``ingest_workers = 0`` sizes the pool to the Spark master's local cores (``local[N]``:
+    N; ``local[*]`` or a cluster: this machine's CPUs, since the corpus file is read here,
+    on the driver's disk, not by the executors).
+    """
+    if _is_parquet(path) or path.suffix == ".gz":
+        return 1
+    wanted = config.ingest_workers or _local_cores(config.spark_master)
+    if wanted <= 1 or (not forced and path.stat().st_size < PARALLEL_MIN_BYTES):
+        return 1
+    return wanted
+
+
+def _local_cores(spark_master: str) -> int:
+    match = re.fullmatch(r"local\[(\d+)(,\s*\d+)?\]", spark_master.strip())
+    if match:
+        return int(match.group(1))
+    if spark_master.strip() == "local":
+        return 1
+    return os.cpu_count() or 1
+
+
 def _manifest(fp: str, path: Path, file_sha: str, chunk_rows, files: int, stats: ReadStats, started: float) -> dict:
     return {
         "fingerprint": fp,
@@ -501,41 +625,310 @@ def _manifest(fp: str, path: Path, file_sha: str, chunk_rows, files: int, stats:
     }
 
 
-def _write_chunks(
-    path: Path,
-    config: LoopConfig,
-    out: Path,
-    chunk_rows: int | None,
-    bad_bytes: bool,
-    stats: ReadStats,
-    progress_seconds: float,
-    started: float,
-) -> int:
-    """Each chunk's docs to ``out/docs/part-NNNNN.parquet``, its rejects to ``out/rejects.csv``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+@dataclasses.dataclass(frozen=True)
+class _ReadSettings:
+    """What every reader of one ingest shares (picklable: sent to the range workers)."""
 
+    path: Path
+    config: LoopConfig
+    chunk_rows: int
+    bad_bytes: bool
+    progress_seconds: float
+    started: float
+
+    def chunks(self, stats: ReadStats, byte_range=None, seen=None) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+        return iter_corpus_chunks(
+            self.path,
+            self.config,
+            with_labels=True,
+            chunk_rows=self.chunk_rows,
+            list_empty=False,
+            bad_bytes=self.bad_bytes,
+            stats=stats,
+            byte_range=byte_range,
+            seen=seen,
+        )
+
+
+def _start_output(out: Path) -> Path:
+    """``out/docs/`` and ``out/rejects.csv`` (header only); returns the rejects file."""
     (out / "docs").mkdir()
+    return _start_rejects(out)
+
+
+def _start_rejects(out: Path) -> Path:
     rejects_path = out / "rejects.csv"
     # Rejects are read by people: formula-safe like every people CSV, appended chunk by chunk.
     rejects_path.write_bytes(people_csv_bytes(pd.DataFrame(columns=list(REJECT_FRAME_COLUMNS))))
-    last_report = time.perf_counter()
+    return rejects_path
+
+
+def _append_rejects(rejects_path: Path, rejects: pd.DataFrame) -> None:
+    with rejects_path.open("ab") as sink:
+        sink.write(people_csv_bytes(rejects, columns=REJECT_FRAME_COLUMNS, header=False))
+
+
+def _write_chunks(chunks, docs_dir: Path, part_prefix: str, on_chunk) -> int:
+    """Each chunk's docs to ``docs_dir/<part_prefix>NNNNN.parquet``; ``on_chunk(docs, rejects)`` after each.
+
+    Returns the number of files written (a chunk that keeps nothing writes none).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     files = 0
-    chunks = iter_corpus_chunks(
-        path, config, with_labels=True, chunk_rows=chunk_rows, list_empty=False, bad_bytes=bad_bytes, stats=stats
-    )
     for docs, rejects in chunks:
         if len(docs):
             table = pa.Table.from_pandas(docs.drop(columns="line"), preserve_index=False)
-            pq.write_table(table, out / "docs" / f"part-{files:05d}.parquet", row_group_size=10_000)
+            pq.write_table(table, docs_dir / f"{part_prefix}{files:05d}.parquet", row_group_size=10_000)
             files += 1
-        if len(rejects):
-            with rejects_path.open("ab") as sink:
-                sink.write(people_csv_bytes(rejects, columns=REJECT_FRAME_COLUMNS, header=False))
-        if time.perf_counter() - last_report >= progress_seconds:
-            last_report = time.perf_counter()
-            _log_progress(stats, last_report - started)
+        on_chunk(docs, rejects)
     return files
+
+
+def _ingest_serial(read: _ReadSettings, out: Path, stats: ReadStats) -> int:
+    """One reader: each chunk's docs to ``out/docs/part-NNNNN.parquet``, its rejects to ``out/rejects.csv``."""
+    rejects_path = _start_output(out)
+    last_report = time.perf_counter()
+
+    def on_chunk(_docs: pd.DataFrame, rejects: pd.DataFrame) -> None:
+        nonlocal last_report
+        if len(rejects):
+            _append_rejects(rejects_path, rejects)
+        if time.perf_counter() - last_report >= read.progress_seconds:
+            last_report = time.perf_counter()
+            _log_progress(stats, last_report - read.started)
+
+    return _write_chunks(read.chunks(stats), out / "docs", "part-", on_chunk)
+
+
+# ----------------------------------------------------------------------------- parallel ingest
+def record_ranges(path: str | Path, range_bytes: int) -> tuple[int, list[tuple[int, int]]]:
+    """Cut a plain CSV into byte ranges of about ``range_bytes`` that start at record boundaries.
+
+    Under RFC 4180 quoting a newline ends a record iff the number of ``"`` bytes before it
+    is even (an escaped ``""`` counts two). One pass counts ``"`` up to each split target
+    (``bytes.count``, in C); from each target the next newline of even parity is the cut.
+
+    Returns
+    -------
+    header_end : int, the byte after the header record
+    ranges : list of (start, end), covering the file; the first starts at 0 (with the header)
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        header_end = _next_boundary(fh, 0, 0)
+        if header_end is None:
+            return size, [(0, size)]
+        targets = range(header_end + range_bytes, size, range_bytes)
+        cuts: list[int] = []
+        fh.seek(0)
+        position, quotes = 0, 0
+        for target in targets:
+            while position < target:
+                block = fh.read(min(1 << 24, target - position))
+                quotes += block.count(b'"')
+                position += len(block)
+            if cuts and cuts[-1] > target:  # the last cut is already past this target
+                continue
+            cut = _next_boundary(fh, target, quotes & 1)
+            fh.seek(position)
+            if cut is None or cut >= size:
+                break
+            cuts.append(cut)
+    edges = [0, *cuts, size]
+    return header_end, list(itertools.pairwise(edges))
+
+
+def _next_boundary(fh, offset: int, parity: int) -> int | None:
+    """The byte after the first newline at or after ``offset`` with an even count of ``"`` before it.
+
+    ``parity`` is that count's parity at ``offset``; None when the file ends first.
+    """
+    fh.seek(offset)
+    position = offset
+    while block := fh.read(1 << 20):
+        start = 0
+        while (newline := block.find(b"\n", start)) >= 0:
+            parity ^= block.count(b'"', start, newline) & 1
+            if not parity:
+                return position + newline + 1
+            start = newline + 1
+        parity ^= block.count(b'"', start) & 1
+        position += len(block)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _RangeTask:
+    """One byte range for a worker: ``seen`` = ids accepted by the earlier ranges (a second pass)."""
+
+    read: _ReadSettings
+    docs_dir: Path
+    index: int
+    header_end: int
+    start: int
+    end: int
+    seen: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class _RangeResult:
+    """A range read.
+
+    Its counters, its rejects (``line`` counted from the range, first record = 2), its
+    accepted ids (sorted) and how many Parquet files it wrote.
+    """
+
+    index: int
+    stats: ReadStats
+    rejects: pd.DataFrame
+    ids: np.ndarray
+    files: int
+
+
+#: Per range (records read, docs accepted, bytes read), shared with the driver for progress.
+_RANGE_PROGRESS = None
+
+
+def _init_range_worker(progress) -> None:
+    global _RANGE_PROGRESS
+    _RANGE_PROGRESS = progress
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _read_range(task: _RangeTask) -> _RangeResult:
+    """A worker: the range's docs to ``part-<range>-NNNNN.parquet``, the rest returned."""
+    for stale in task.docs_dir.glob(f"part-{task.index:05d}-*.parquet"):  # a second pass replaces the first
+        stale.unlink()
+    stats, rejects, ids = ReadStats(), [], []
+
+    def on_chunk(docs: pd.DataFrame, chunk_rejects: pd.DataFrame) -> None:
+        ids.append(docs["id"].to_numpy())
+        if len(chunk_rejects):
+            rejects.append(chunk_rejects)
+        if _RANGE_PROGRESS is not None:
+            _RANGE_PROGRESS[3 * task.index : 3 * task.index + 3] = [stats.rows_read, stats.accepted, stats.bytes_read]
+
+    chunks = task.read.chunks(stats, (task.header_end, task.start, task.end), task.seen)
+    files = _write_chunks(chunks, task.docs_dir, f"part-{task.index:05d}-", on_chunk)
+    return _RangeResult(
+        index=task.index,
+        stats=stats,
+        rejects=pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=list(REJECT_FRAME_COLUMNS)),
+        ids=np.sort(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64),
+        files=files,
+    )
+
+
+def _ingest_ranges(
+    read: _ReadSettings, out: Path, stats: ReadStats, workers: int, range_bytes: int | None
+) -> int | None:
+    """Parse a plain CSV in byte ranges with ``workers`` processes; None when it cannot (then read it serially).
+
+    Each range is read by :func:`iter_corpus_chunks` (same rules, same pandas parser) in a
+    worker. Then, in file order, a range holding an id accepted by an earlier range is read
+    again with those ids as ``seen`` (rare: duplicates across ranges), so the first
+    occurrence in the file wins as with one reader. Record numbers are the range's plus
+    the records of the ranges before it, as pandas counted them (blank lines skipped, as
+    the single reader skips them). If pandas finds a range ending inside a quoted field
+    (the file is not RFC 4180 quoted, e.g. a ``"`` inside an unquoted field), or any other
+    parse error, the output is discarded and the single reader runs, so its result (or
+    error) is what the caller gets.
+
+    Processes, not Spark tasks: the ingest runs before the Spark session exists, the file
+    is on the driver's disk (a cluster's executors may not see it) and a worker writes
+    the same Parquet files the single reader writes, with no JVM round trip. The workers
+    are spawned, not forked (the caller may hold a JVM and threads), so the calling
+    script must be importable without side effects (``if __name__ == "__main__":``, as
+    :mod:`multiprocessing` requires); if the workers die, the single reader runs.
+    """
+    import multiprocessing
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if multiprocessing.current_process().daemon:  # e.g. an executor's worker: it may not start processes
+        log.info("ingest: in a daemonic process, reading %s with one reader", read.path)
+        return None
+    size = read.path.stat().st_size
+    range_bytes = range_bytes or max(MIN_RANGE_BYTES, math.ceil(size / (workers * RANGES_PER_WORKER)))
+    header_end, ranges = record_ranges(read.path, range_bytes)
+    if len(ranges) < 2:
+        return None
+    docs_dir = out / "docs"
+    docs_dir.mkdir()
+    tasks = [_RangeTask(read, docs_dir, i, header_end, start, end) for i, (start, end) in enumerate(ranges)]
+    context = multiprocessing.get_context("spawn")
+    progress = context.Array("q", 3 * len(tasks), lock=False)
+    log.info("ingest: %s in %d byte ranges, %d processes", read.path, len(tasks), min(workers, len(tasks)))
+    try:
+        with ProcessPoolExecutor(
+            min(workers, len(tasks)), mp_context=context, initializer=_init_range_worker, initargs=(progress,)
+        ) as pool:
+            results = _run_ranges(pool, tasks, progress, size, read)
+            again, earlier = [], np.zeros(0, dtype=np.int64)
+            for task, result in zip(tasks, results):
+                if np.isin(result.ids, earlier).any():
+                    again.append(dataclasses.replace(task, seen=earlier))
+                earlier = np.union1d(earlier, result.ids)
+            if again:
+                log.info("ingest: %d ranges repeat ids of earlier ranges: reading them again", len(again))
+                for result in _run_ranges(pool, again, progress, size, read):
+                    results[result.index] = result
+    except pd.errors.ParserError as exc:
+        log.warning("ingest: byte ranges of %s do not parse (%s): reading it with one reader", read.path, exc)
+        shutil.rmtree(docs_dir)
+        return None
+    except BrokenProcessPool as exc:  # e.g. the calling script cannot be imported by a spawned worker
+        log.warning("ingest: worker processes failed (%s): reading %s with one reader", exc, read.path)
+        shutil.rmtree(docs_dir)
+        return None
+    rejects_path = _start_rejects(out)
+    rows_before = 0
+    for result in results:
+        if len(result.rejects):
+            _append_rejects(rejects_path, result.rejects.assign(line=result.rejects["line"] + rows_before))
+        rows_before += result.stats.rows_read
+        _add_stats(stats, result.stats)
+    stats.bytes_read = stats.bytes_total = size
+    parts = sorted(docs_dir.glob("part-*-*.parquet"))
+    for number, part in enumerate(parts):
+        part.rename(docs_dir / f"part-{number:05d}.parquet")
+    return len(parts)
+
+
+def _run_ranges(pool, tasks: list[_RangeTask], progress, size: int, read: _ReadSettings) -> list[_RangeResult]:
+    """Run ``tasks`` on ``pool``; log the progress of all ranges every ``read.progress_seconds``."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    futures = [pool.submit(_read_range, task) for task in tasks]
+    pending, last_report = set(futures), time.perf_counter()
+    try:
+        while pending:
+            _done, pending = wait(pending, timeout=read.progress_seconds, return_when=FIRST_COMPLETED)
+            if time.perf_counter() - last_report >= read.progress_seconds:
+                last_report = time.perf_counter()
+                now = ReadStats(
+                    rows_read=sum(progress[0::3]),
+                    accepted=sum(progress[1::3]),
+                    bytes_read=sum(progress[2::3]),
+                    bytes_total=size,
+                )
+                _log_progress(now, last_report - read.started)
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _add_stats(total: ReadStats, part: ReadStats) -> None:
+    """Add a range's counters to the ingest's (peaks are the largest chunk of any range)."""
+    for name in ("rows_read", "without_narrative", "accepted", "rejected", "chunks"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.peak_chunk_rows = max(total.peak_chunk_rows, part.peak_chunk_rows)
+    total.peak_chunk_text_bytes = max(total.peak_chunk_text_bytes, part.peak_chunk_text_bytes)
 
 
 def _log_progress(stats: ReadStats, elapsed: float) -> None:
