@@ -158,7 +158,7 @@ class LoopConfig:
         aliases=("--corpus",),
     )
     ingest_workers: int = setting(
-        1,
+        0,
         section="data",
         title="Ingest workers",
         description="Processes that parse a plain CSV corpus in parallel, in byte ranges that start at record "
@@ -234,7 +234,7 @@ class LoopConfig:
         choices=("spark_ml", "hashing_vectorizer"),
     )
     sublinear_tf: bool = setting(
-        False,
+        True,
         section="features",
         title="Sublinear TF",
         description="Weigh 1 + log(tf) instead of the term count tf before IDF (hashing_vectorizer only).",
@@ -249,7 +249,7 @@ class LoopConfig:
         maximum=2,
     )
     lsa_components: int = setting(
-        0,
+        200,
         section="features",
         title="LSA components",
         description="Append this many dense LSA columns (truncated SVD of the TF-IDF, fitted on a sample of the "
@@ -586,7 +586,8 @@ class LoopConfig:
             raise ConfigError(
                 f"featurizer={self.featurizer!r} with sublinear_tf={self.sublinear_tf}, ngram_max={self.ngram_max}, "
                 f"lsa_components={self.lsa_components}: feature options sublinear_tf/ngram_max/lsa_components "
-                "need featurizer='hashing_vectorizer'"
+                "need featurizer='hashing_vectorizer'; with spark_ml set sublinear_tf=false, ngram_max=1 and "
+                "lsa_components=0"
             )
         if self.lsa_components and self.lsa_components >= self.lsa_sample_size:
             raise ConfigError(

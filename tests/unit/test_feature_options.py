@@ -14,19 +14,24 @@ from al_tasks.ml.hashing import HashingFeaturizer, sample_keys
 STOP_WORDS = ["the", "and", "of", "to", "my", "i", *REDACTION_TOKENS]
 
 
-def test_default_featurizer_is_hashing_vectorizer_with_neutral_options():
+#: The options off: plain TF-IDF (the defaults are sublinear TF + LSA, chosen by bench/label_efficiency).
+PLAIN = {"sublinear_tf": False, "ngram_max": 1, "lsa_components": 0}
+
+
+def test_default_featurizer_is_hashing_vectorizer_with_the_benchmarked_options():
     config = LoopConfig()
     assert config.featurizer == "hashing_vectorizer"
-    assert (config.sublinear_tf, config.ngram_max, config.lsa_components) == (False, 1, 0)
+    assert (config.sublinear_tf, config.ngram_max, config.lsa_components) == (True, 1, 200)
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        {"sublinear_tf": True},
+        {"sublinear_tf": False},
         {"ngram_max": 2},
         {"lsa_components": 20},
-        {"featurizer": "spark_ml"},
+        {"lsa_components": 0},
+        {"featurizer": "spark_ml", **PLAIN},
         {"num_features": 1024},
         {"min_doc_freq": 3},
     ],
@@ -40,20 +45,21 @@ def test_the_lsa_sample_size_is_in_the_fingerprint_when_there_is_an_lsa_block():
     lsa = LoopConfig(lsa_components=20, lsa_sample_size=2000)
     assert features_fingerprint("fp", lsa) != features_fingerprint("fp", lsa.with_overrides({"lsa_sample_size": 3000}))
     # Without an LSA block the sample size shapes nothing: the same features are reused.
-    plain = LoopConfig()
+    plain = LoopConfig(**PLAIN)
     assert features_fingerprint("fp", plain) == features_fingerprint(
         "fp", plain.with_overrides({"lsa_sample_size": 3000})
     )
-    assert features_fingerprint("fp", plain) == features_fingerprint("fp", LoopConfig())
+    assert features_fingerprint("fp", plain) == features_fingerprint("fp", LoopConfig(**PLAIN))
     assert features_fingerprint("fp", plain) != features_fingerprint("other-corpus", plain)
 
 
 @pytest.mark.parametrize("option", [{"sublinear_tf": True}, {"ngram_max": 2}, {"lsa_components": 20}])
 def test_spark_ml_refuses_the_feature_options(option):
+    assert LoopConfig(featurizer="spark_ml", **PLAIN).featurizer == "spark_ml"
     with pytest.raises(ConfigError, match="need featurizer='hashing_vectorizer'"):
-        LoopConfig(featurizer="spark_ml", **option)
+        LoopConfig(featurizer="spark_ml", **{**PLAIN, **option})
     with pytest.raises(ConfigError, match="need featurizer='hashing_vectorizer'"):
-        LoopConfig().with_overrides({"featurizer": "spark_ml", **{k: str(v) for k, v in option.items()}})
+        LoopConfig(**PLAIN).with_overrides({"featurizer": "spark_ml", **{k: str(v) for k, v in option.items()}})
     assert getattr(LoopConfig(**option), next(iter(option))) == next(iter(option.values()))
 
 
