@@ -112,6 +112,10 @@ def test_throughput_tiny(tmp_path):
         assert len(est) == 1 and est.iloc[0]["pool_docs"] == 2_000 and est.iloc[0]["seconds"] > 0
     for name in settings.alternatives:
         assert row("featurize", throughput.ALTERNATIVE_IMPL[name])["docs_per_s"] > 0
-    assert len(out["summary"]) == 6 + len(settings.alternatives) and np.isfinite(out["seconds"])
+    for name in settings.query_alternatives:
+        assert row("query top-k", f"project (Spark, {name}, 2nd)")["seconds"] > 0
+        assert row("ranked batch", f"project (Spark, {name})")["seconds"] > 0
+    n_rows = 6 + len(settings.alternatives) + 2 * len(settings.query_alternatives)
+    assert len(out["summary"]) == n_rows and np.isfinite(out["seconds"])
     for name in ("throughput.csv", "throughput_targets.csv", "throughput.json", "throughput.md", "throughput.png"):
         assert (tmp_path / "results" / name).stat().st_size > 0

@@ -167,7 +167,9 @@ def test_featurize_streams_the_corpus_in_chunks_and_gives_the_previous_features(
 
     from al_tasks.io.corpus import ReadStats, ingest_corpus, iter_corpus_chunks
 
-    config = core_config.with_overrides({"workspace": str(tmp_path / "ws"), "featurizer": "spark_ml", "sublinear_tf": False, "lsa_components": 0})
+    config = core_config.with_overrides(
+        {"workspace": str(tmp_path / "ws"), "featurizer": "spark_ml", "sublinear_tf": False, "lsa_components": 0}
+    )
     corpus_text_bytes = sum(len(t.encode()) for t in read_corpus(config.corpus_path).docs["text"])
     tracemalloc.start()
     for _chunk in iter_corpus_chunks(config.corpus_path, config, chunk_rows=500, bad_bytes=False):
