@@ -488,7 +488,6 @@ def seed_recipe(features_path: str, model, k_fraction: float, workspace: str, ar
     n_picked, ids: chosen ids; more or fewer than k, since each chunk keeps a ceil'd fraction).
     """
     from modAL.uncertainty import margin_sampling
-    from pyspark.ml.functions import vector_to_array
 
     spark = bench_spark(LoopConfig(workspace=workspace, spark_master="local[2]"))
     # 2 MB per dense row: the project's 5,000-row Arrow batches would be 10 GB each.
@@ -500,14 +499,18 @@ def seed_recipe(features_path: str, model, k_fraction: float, workspace: str, ar
         for pdf in chunks:
             if not len(pdf):
                 continue
-            X = np.stack(pdf["x"].to_numpy())  # (rows, 262144) float64
+            # Dense rows as the recipe's vector_to_array made them, (rows, width) float64; the
+            # features are Spark's sparse-vector struct (the loop's featurizer writes no VectorUDT).
+            X = np.zeros((len(pdf), int(pdf["features"].iloc[0]["size"])))
+            for row, vector in enumerate(pdf["features"]):
+                X[row, np.asarray(vector["indices"], dtype=np.int64)] = vector["values"]
             n = max(1, math.ceil(k_fraction * len(pdf)))
             result = margin_sampling(clf, X, n_instances=n)
             idx = np.asarray(result[0] if isinstance(result, tuple) else result)
             yield pd.DataFrame({"id": pdf["id"].to_numpy()[idx], "chunk_rows": len(pdf)})
 
     t0 = time.perf_counter()
-    dense = spark.read.parquet(features_path).select("id", vector_to_array("features").alias("x"))
+    dense = spark.read.parquet(features_path).select("id", "features")
     picked = dense.mapInPandas(per_chunk, "id long, chunk_rows long").toPandas()
     seconds = time.perf_counter() - t0
     spark.stop()
