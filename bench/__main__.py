@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "--validate", action="store_true", help="throughput: 50k and 200k without the modAL ladders (shared machine)"
     )
     parser.add_argument(
-        "--rebuild", action="store_true", help="throughput: regenerate tables and README from the results only"
+        "--rebuild", action="store_true", help="regenerate tables, plots and README sections from the committed results only (no measuring)"
     )
     parser.add_argument(
         "--no-modal", action="store_true", help="throughput: skip the seed-recipe and modAL query baselines"
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     # The README's tables are regenerated only from full runs into the committed results.
     readme = BENCH_DIR / "README.md" if results.resolve() == RESULTS_DIR.resolve() else None
     started = time.perf_counter()
+    if args.rebuild:
+        if args.only in (None, "label"):
+            label_efficiency.rebuild(results, readme)
+        if args.only in (None, "throughput"):
+            throughput.rebuild(results, readme)
+        return 0
     if args.only in (None, "label"):
         settings = label_efficiency.QUICK if args.quick else label_efficiency.LabelSettings()
         changes = {}
@@ -77,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = dataclasses.replace(settings, **changes)
         say(f"== label efficiency: {settings}")
         label_efficiency.run(settings, workdir=args.workdir, results_dir=results, readme=readme)
-    if args.rebuild:
-        throughput.rebuild(results, readme)
-        return 0
     if args.only in (None, "throughput"):
         settings = throughput.QUICK if args.quick else throughput.ThroughputSettings()
         settings = throughput.VALIDATE if args.validate else settings

@@ -758,6 +758,20 @@ def write_outputs(curves, summary, final, meta, results_dir: Path, readme: Path 
     return files
 
 
+def rebuild(results_dir: Path = RESULTS_DIR, readme: Path | None = None) -> pd.DataFrame:
+    """Re-derive summaries, tables, plots and README sections from
+    ``label_efficiency_curves.csv`` and ``label_efficiency.json`` (no training)."""
+    import json
+
+    results_dir = Path(results_dir)
+    curves = pd.read_csv(results_dir / "label_efficiency_curves.csv", keep_default_na=False, na_values=[""])
+    meta = json.loads((results_dir / "label_efficiency.json").read_text())
+    summary = summarise(curves)
+    final = final_table(curves, summary)
+    write_outputs(curves, summary, final, meta, results_dir, readme)
+    return final
+
+
 def log_mlflow(base: LoopConfig, settings: LabelSettings, summary, final, meta, files: list[Path]) -> None:
     """One MLflow run per task in experiment ``benchmarks/label-efficiency``: mean curves
     as metrics ``<strategy>/accuracy`` etc. with step = labels, final numbers, artifacts."""
