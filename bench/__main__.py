@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "--validate", action="store_true", help="throughput: 50k and 200k without the modAL ladders (shared machine)"
     )
     parser.add_argument(
-        "--rebuild", action="store_true", help="regenerate tables, plots and README sections from the committed results only (no measuring)"
+        "--rebuild", action="store_true", help="tables, plots, README sections again from the results (no measuring)"
     )
     parser.add_argument(
         "--no-modal", action="store_true", help="throughput: skip the seed-recipe and modAL query baselines"
