@@ -413,19 +413,63 @@ def iter_corpus_chunks(
     if bad_bytes is None:
         bad_bytes = not _is_parquet(path) and not scan_file(path)[1]
     optional = [c for c in [label_column, *extra_columns] if c]
+    stats.bytes_total = _bytes_to_read(path, byte_range)
+    yield from _checked_chunks(
+        _raw_chunks(path, [config.id_column, config.text_column], optional, chunk_rows, byte_range),
+        config,
+        stats,
+        seen,
+        label_column=label_column,
+        extra_columns=extra_columns,
+        bad_bytes=bad_bytes,
+        list_empty=list_empty,
+    )
+
+
+def _bytes_to_read(path: Path, byte_range: tuple[int, int, int] | None) -> int:
+    """Size (bytes as stored) of what one read covers: the range, the file, or 0 for a Parquet folder."""
     if byte_range:
-        stats.bytes_total = byte_range[2] - byte_range[1]
-    else:
-        stats.bytes_total = 0 if path.is_dir() else path.stat().st_size
+        return byte_range[2] - byte_range[1]
+    return 0 if path.is_dir() else path.stat().st_size
+
+
+def _checked_chunks(
+    raw_chunks: Iterable[pd.DataFrame],
+    config: LoopConfig,
+    stats: ReadStats,
+    seen: np.ndarray | None,
+    *,
+    label_column: str,
+    extra_columns: list[str],
+    bad_bytes: bool,
+    list_empty: bool,
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Each raw chunk through :func:`check_records`, counted in ``stats``, in file order.
+
+    Parameters
+    ----------
+    raw_chunks : DataFrames of str, the records as :func:`_raw_chunks` yields them
+    config : LoopConfig (column names)
+    stats : counters of the read so far, updated chunk by chunk
+    seen : sorted int64 ids accepted before this read (None: none)
+    label_column, extra_columns, bad_bytes : as :func:`check_records` takes them
+    list_empty : keep records without a narrative in the rejects (else only count them)
+
+    Yields
+    ------
+    (docs, rejects) : per chunk, as :func:`check_records` returns them
+    """
+    # Only the accepted ids are carried from chunk to chunk (8 bytes each), so a duplicate
+    # of an earlier chunk is found without holding its texts.
     seen = np.zeros(0, dtype=np.int64) if seen is None else seen
-    for raw in _raw_chunks(path, [config.id_column, config.text_column], optional, chunk_rows, byte_range):
+    for raw in raw_chunks:
         docs, rejects = check_records(
             raw,
             config,
             label_column=label_column,
             extra_columns=extra_columns,
             bad_bytes=bad_bytes,
-            first_line=stats.rows_read + 2,
+            first_line=stats.rows_read + 2,  # before this chunk is counted: its first record
             seen=seen,
         )
         seen = np.union1d(seen, docs["id"].to_numpy())
@@ -540,7 +584,7 @@ def ingest_corpus(
     rejects and the manifest counts are the same. ``range_bytes`` sets the range size
     (and skips the size threshold): for tests.
     """
-    from al_tasks.io.atomic import atomic_write_text, fresh_dir, swap_in
+    from al_tasks.io.atomic import fresh_dir, swap_in
     from al_tasks.workspace import TaskWorkspace
 
     started = time.perf_counter()
@@ -559,21 +603,67 @@ def ingest_corpus(
     try:
         bad_bytes = not valid_utf8 and not _is_parquet(path)
         read = _ReadSettings(path, config, int(chunk_rows or DEFAULT_CHUNK_ROWS), bad_bytes, progress_seconds, started)
-        workers = ingest_workers(config, path, forced=range_bytes is not None)
-        files = _ingest_ranges(read, staging, stats, workers, range_bytes) if workers > 1 else None
-        if files is None:
-            files = _ingest_serial(read, staging, stats)
-        manifest = _manifest(fp, path, file_sha, chunk_rows, files, stats, started)
-        if not stats.accepted:
-            raise CorpusError(f"{path}: no record with a narrative ({stats.rows_read} records read)")
-        atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
-        (staging / "_SUCCESS").touch()
+        manifest = _ingest_into(
+            staging, read, stats, fp=fp, file_sha=file_sha, chunk_rows=chunk_rows, range_bytes=range_bytes
+        )
     except BaseException:
         import shutil
 
+        # Nothing half-written is left behind: a failed or interrupted ingest starts afresh next time.
         shutil.rmtree(staging, ignore_errors=True)
         raise
     swap_in(staging, target)
+    _log_ingested(stats, path, manifest["seconds"])
+    return IngestedCorpus(root=target, manifest=manifest)
+
+
+def _ingest_into(
+    staging: Path,
+    read: _ReadSettings,
+    stats: ReadStats,
+    *,
+    fp: str,
+    file_sha: str,
+    chunk_rows: int | None,
+    range_bytes: int | None,
+) -> dict:
+    """Read the corpus into ``staging`` (docs, rejects), then its manifest and ``_SUCCESS``.
+
+    Parameters
+    ----------
+    staging : an empty folder, swapped in as the ingest once this returns
+    read : the ingest's reader settings (file, config, chunk size, start time)
+    stats : counters to update
+    fp, file_sha : the ingest's fingerprint and the file's sha256 (for the manifest)
+    chunk_rows : records per chunk as the caller gave it (None: the default)
+    range_bytes : byte-range size of a parallel read (None: sized from the file)
+
+    Returns
+    -------
+    manifest : dict, as written to ``manifest.json``
+
+    Raises
+    ------
+    CorpusError
+        when no record has a narrative (an empty or wrong file is not an ingest)
+    """
+    from al_tasks.io.atomic import atomic_write_text
+
+    workers = ingest_workers(read.config, read.path, forced=range_bytes is not None)
+    files = _ingest_ranges(read, staging, stats, workers, range_bytes) if workers > 1 else None
+    if files is None:  # one worker asked for, or the parallel read could not be used
+        files = _ingest_serial(read, staging, stats)
+    manifest = _manifest(fp, read.path, file_sha, chunk_rows, files, stats, read.started)
+    if not stats.accepted:
+        raise CorpusError(f"{read.path}: no record with a narrative ({stats.rows_read} records read)")
+    # The manifest and _SUCCESS last: a folder with _SUCCESS is a complete ingest, reused as is.
+    atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
+    (staging / "_SUCCESS").touch()
+    return manifest
+
+
+def _log_ingested(stats: ReadStats, path: Path, seconds: float) -> None:
+    """Log an ingest's counts: records read, accepted, without narrative, rejected, and its duration."""
     log.info(
         "ingest: %s records of %s: %s accepted, %s without narrative, %s rejected, in %.1fs",
         f"{stats.rows_read:,}",
@@ -581,9 +671,8 @@ def ingest_corpus(
         f"{stats.accepted:,}",
         f"{stats.without_narrative:,}",
         f"{stats.rejected:,}",
-        manifest["seconds"],
+        seconds,
     )
-    return IngestedCorpus(root=target, manifest=manifest)
 
 
 def ingest_workers(config: LoopConfig, path: Path, *, forced: bool = False) -> int:
@@ -867,16 +956,7 @@ def _ingest_ranges(
         with ProcessPoolExecutor(
             min(workers, len(tasks)), mp_context=context, initializer=_init_range_worker, initargs=(progress,)
         ) as pool:
-            results = _run_ranges(pool, tasks, progress, size, read)
-            again, earlier = [], np.zeros(0, dtype=np.int64)
-            for task, result in zip(tasks, results):
-                if np.isin(result.ids, earlier).any():
-                    again.append(dataclasses.replace(task, seen=earlier))
-                earlier = np.union1d(earlier, result.ids)
-            if again:
-                log.info("ingest: %d ranges repeat ids of earlier ranges: reading them again", len(again))
-                for result in _run_ranges(pool, again, progress, size, read):
-                    results[result.index] = result
+            results = _read_ranges_first_wins(pool, tasks, progress, size, read)
     except pd.errors.ParserError as exc:
         log.warning("ingest: byte ranges of %s do not parse (%s): reading it with one reader", read.path, exc)
         shutil.rmtree(docs_dir)
@@ -885,14 +965,65 @@ def _ingest_ranges(
         log.warning("ingest: worker processes failed (%s): reading %s with one reader", exc, read.path)
         shutil.rmtree(docs_dir)
         return None
+    return _merge_ranges(results, out, stats, size)
+
+
+def _read_ranges_first_wins(
+    pool, tasks: list[_RangeTask], progress, size: int, read: _ReadSettings
+) -> list[_RangeResult]:
+    """Read every range on ``pool``, then again, in file order, each range that repeats an earlier range's ids.
+
+    The ranges are read independently, so a range cannot know the ids accepted before it;
+    the second pass gives it those ids as ``seen``, so the first occurrence in the file is
+    kept as one reader keeps it. Duplicates across ranges are rare: usually no second pass.
+
+    Returns
+    -------
+    results : list of :class:`_RangeResult`, one per task, in file order
+    """
+    results = _run_ranges(pool, tasks, progress, size, read)
+    again, earlier = [], np.zeros(0, dtype=np.int64)
+    for task, result in zip(tasks, results):
+        if np.isin(result.ids, earlier).any():
+            again.append(dataclasses.replace(task, seen=earlier))
+        # First-pass ids are enough: an id a second pass drops repeats an even earlier range,
+        # so the union of the ids up to this range is the same either way.
+        earlier = np.union1d(earlier, result.ids)
+    if again:
+        log.info("ingest: %d ranges repeat ids of earlier ranges: reading them again", len(again))
+        for result in _run_ranges(pool, again, progress, size, read):
+            results[result.index] = result
+    return results
+
+
+def _merge_ranges(results: list[_RangeResult], out: Path, stats: ReadStats, size: int) -> int:
+    """Join the ranges' output, in file order, into what one reader writes: rejects, counters, part files.
+
+    ``out/rejects.csv`` gets every range's rejects with file-wide record numbers, ``stats``
+    the sum of the ranges' counters, ``out/docs`` the single reader's ``part-NNNNN.parquet`` names.
+
+    Parameters
+    ----------
+    results : one :class:`_RangeResult` per range, in file order
+    out : the ingest's staging folder (``docs/`` holds the ranges' ``part-<range>-NNNNN.parquet``)
+    stats : the ingest's counters, to which every range's are added
+    size : the file's size in bytes (the whole file is read)
+
+    Returns
+    -------
+    files : int, the number of Parquet files in ``out/docs``
+    """
     rejects_path = _start_rejects(out)
     rows_before = 0
     for result in results:
+        # A range counts its records from its own first one: shift by the records before it.
         if len(result.rejects):
             _append_rejects(rejects_path, result.rejects.assign(line=result.rejects["line"] + rows_before))
         rows_before += result.stats.rows_read
         _add_stats(stats, result.stats)
     stats.bytes_read = stats.bytes_total = size
+    docs_dir = out / "docs"
+    # part-<range>-<chunk> sorts in file order; renamed to the single reader's part-<n> names.
     parts = sorted(docs_dir.glob("part-*-*.parquet"))
     for number, part in enumerate(parts):
         part.rename(docs_dir / f"part-{number:05d}.parquet")
