@@ -23,7 +23,8 @@ from al_tasks.ml.features import REDACTION_TOKENS, featurize, load_features, tra
 VARIANTS = {
     "default": {},
     "spark_ml": {"featurizer": "spark_ml", "sublinear_tf": False, "lsa_components": 0},
-    "sublinear_tf": {"sublinear_tf": True},
+    "raw_tf": {"sublinear_tf": False},
+    "plain_tfidf": {"sublinear_tf": False, "lsa_components": 0},
     "bigrams": {"ngram_max": 2},
     "lsa": {"lsa_components": 20, "lsa_sample_size": 2000},
 }
@@ -82,15 +83,19 @@ def test_stop_words_are_removed_before_hashing(variant_features, spark):
     np.testing.assert_allclose(X[1].toarray(), X[2].toarray(), rtol=1e-6)
 
 
-def test_features_stay_sparse(feature_set):
+def test_features_stay_sparse(feature_set, core_config):
     schema = pq.read_schema(next(feature_set.features_path.glob("*.parquet")))
     vector = schema.field("features").type
     assert [vector.field(i).name for i in range(vector.num_fields)] == ["type", "size", "indices", "values"]
     _ids, X = load_features(feature_set)
     assert sp.isspmatrix_csr(X) and X.shape == (8017, feature_set.num_features)
     assert X.nnz / (X.shape[0] * X.shape[1]) < 0.002  # ~100 of 262,144 columns per row
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)  # L2-normalised rows
+    # Two L2-normalised blocks: the hashed TF-IDF, then the LSA block (default 200 columns).
+    hashed = core_config.num_features
+    assert feature_set.num_features == hashed + core_config.lsa_components
+    for block in (X[:, :hashed], X[:, hashed:]):
+        norms = np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel())
+        np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)
 
 
 def test_load_features_keeps_the_requested_order(feature_set, corpus):
@@ -263,10 +268,9 @@ def test_each_feature_option_changes_the_vectors(variant_features):
     """Not a no-op: each option's vectors differ from the default's on the same documents."""
     _, default = variant_features("default")
     ids, X_default = load_features(default)
-    for name in ("sublinear_tf", "bigrams", "lsa"):
+    for name in ("raw_tf", "plain_tfidf", "bigrams", "lsa"):
         _, X = load_features(variant_features(name)[1], ids)
-        width = X_default.shape[1]
-        assert abs(X[:, :width] - X_default).max() > 0.05 or X.shape[1] > width, name
+        assert X.shape != X_default.shape or abs(X - X_default).max() > 0.05, name
 
 
 def test_the_lsa_block_is_deterministic(variant_features, core_config, spark, tmp_path):
