@@ -183,7 +183,7 @@ def log_round(
     version = _registered_version(mlflow_client, config.model_name, run_id)
     mlflow_client.set_registered_model_alias(config.model_name, CANDIDATE, version)
     mlflow_client.set_model_version_tag(config.model_name, version, "al.round", str(round_number))
-    mlflow_client.set_model_version_tag(config.model_name, version, "al.accuracy", f"{metrics['accuracy']:.6f}")
+    mlflow_client.set_model_version_tag(config.model_name, version, "al.accuracy", repr(float(metrics["accuracy"])))
     return {"run_id": run_id, "model_version": str(version), "model_uri": logged.model_uri}
 
 
@@ -206,7 +206,11 @@ def promote_if_better(config: LoopConfig, version: str, accuracy: float) -> dict
     name = config.model_name
     current = version_under_alias(config, CHAMPION)
     current_accuracy = float(current.tags.get("al.accuracy", "nan")) if current else float("-inf")
-    promoted = current is None or (str(current.version) != str(version) and accuracy > current_accuracy)
+    # The tag holds the full float (repr), so a tie is a tie and does not promote; tags
+    # written with 6 decimals by older versions are compared at that precision.
+    promoted = current is None or (
+        str(current.version) != str(version) and round(accuracy, 6) > round(current_accuracy, 6)
+    )
     if promoted:
         mlflow_client.set_registered_model_alias(name, CHAMPION, version)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -244,6 +244,8 @@ def test_cli_service_stops_cleanly_on_sigterm(task, tmp_path, spark, capsys):
         f"positive_class={POSITIVE}",
         "--set",
         f"mlflow_tracking_uri={task.config.mlflow_tracking_uri}",
+        "--set",
+        f"lsa_components={task.config.lsa_components}",
         "--escalation-class",
         POSITIVE,
         "--review-uncertainty",
